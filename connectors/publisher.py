@@ -1,0 +1,73 @@
+"""Publishing lot events to Kafka: idempotent producer, flush-or-raise.
+
+:meth:`KafkaPublisher.publish` returns only once the broker acknowledged every event
+of the batch; otherwise it raises :class:`~schemas.errors.BrokerUnavailableError`
+and the caller must not advance its checkpoint. Re-publishing the same events is
+harmless: their ``event_id`` s are stable, and the hub stores each once.
+
+Example::
+
+    publisher = KafkaPublisher(settings.producer_config(), serde, settings.topics.raw)
+    publisher.publish(events)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from schemas.errors import BrokerUnavailableError
+from schemas.model import LotEventBase
+from schemas.serde import Serde
+
+
+class KafkaPublisher:
+    """One long-lived confluent-kafka producer for one connector."""
+
+    def __init__(self, producer_config: dict[str, Any], serde: Serde, topic: str) -> None:
+        self._producer = Producer(producer_config)
+        self._serde = serde
+        self.topic = topic
+
+    def publish(self, events: Sequence[LotEventBase], *, timeout_s: float = 30.0) -> None:
+        """Send ``events`` keyed by their primary lot and wait for every acknowledgement."""
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for event in events:
+            lots = event.lots()
+            key = (lots[0] if lots else event.envelope.event_id).encode()
+            self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivered)
+        self._flush(timeout_s, failures)
+
+    def publish_bytes(self, key: bytes | None, value: bytes, on_delivery: Any = None) -> None:
+        """Queue one pre-encoded record (also used to forward dead letters as they are)."""
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                raise BrokerUnavailableError(f"cannot queue record for {self.topic}: {exc}") from exc
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every queued record; raise if any is not acknowledged."""
+        self._flush(timeout_s, [])
+
+    def _flush(self, timeout_s: float, failures: list[str]) -> None:
+        remaining = self._producer.flush(timeout_s)
+        if failures:
+            raise BrokerUnavailableError(
+                f"{len(failures)} record(s) to {self.topic} were not acknowledged: {failures[0]}"
+            )
+        if remaining:
+            raise BrokerUnavailableError(
+                f"{remaining} record(s) to {self.topic} still unacknowledged after {timeout_s:.0f}s; "
+                "is the Kafka cluster reachable?"
+            )

@@ -1,0 +1,405 @@
+"""The genealogy store: enterprise lot events in, lots, links and documents out.
+
+Writes are idempotent by ``event_id``: applying an event that is already stored
+changes nothing (a re-send with *different* content is kept as a conflict, as
+evidence, and changes nothing either). A batch and the consumer progress that covers
+it are written in one transaction, so a crash never leaves one without the other.
+
+Example::
+
+    >>> store = GenealogyStore.connect("sqlite:///lothub.db")   # doctest: +SKIP
+    >>> store.migrate()                                          # doctest: +SKIP
+    >>> store.apply([event])                                     # doctest: +SKIP
+    ApplyResult(stored=1, duplicates=0, conflicts=0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from genealogy import migrate, tables
+from schemas.errors import ConfigurationError, RetriableError
+from schemas.model import (
+    CustomerReturn,
+    EventCorrected,
+    LotAliasLinked,
+    LotEventBase,
+    LotReceived,
+    LotShipped,
+    LotStatusChanged,
+    MaterialConsumed,
+    MaterialProduced,
+    Quantity,
+    TransferReceived,
+    TransferShipped,
+    Transformation,
+)
+
+
+class StoreUnavailableError(RetriableError):
+    """The database did not answer; retry after a pause."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one :meth:`GenealogyStore.apply` call did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Consumer position to record with a batch: the next offset to read."""
+
+    consumer: str
+    topic: str
+    partition: int
+    next_offset: int
+
+
+def utc(value: datetime) -> datetime:
+    """A datetime read back from the database, as aware UTC (SQLite drops the zone)."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def site_of(lot_id: str) -> str:
+    """The site part of an enterprise lot id ``SITE:CODE``."""
+    return lot_id.split(":", 1)[0]
+
+
+def content_hash(event: LotEventBase) -> str:
+    """Digest of an event's full content, to tell a re-send from a conflicting one."""
+    return hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+
+
+@dataclass
+class _Rows:
+    """Rows derived from a batch, inserted table by table."""
+
+    by_table: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, table: Table, **row: Any) -> None:
+        self.by_table.setdefault(table.name, []).append(row)
+
+
+class GenealogyStore:
+    """SQLAlchemy-backed store; SQLite by default, PostgreSQL in production.
+
+    Example::
+
+        store = GenealogyStore.connect(os.environ["LOTHUB_DATABASE_URL"])
+        store.migrate()
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: str) -> GenealogyStore:
+        """Open a store on any SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://``)."""
+        try:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ValueError) as exc:
+            raise ConfigurationError(f"database URL is not usable: {exc}") from exc
+        return cls(engine)
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic ``upgrade head``)."""
+        try:
+            migrate.upgrade(self.engine)
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"cannot migrate the genealogy store: {exc}") from exc
+
+    def ping(self) -> bool:
+        """True if the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # --- writing ---------------------------------------------------------------
+
+    def apply(self, events: Sequence[LotEventBase], progress: Iterable[Progress] = ()) -> ApplyResult:
+        """Store a batch of enterprise events and, in the same transaction, progress."""
+        try:
+            with self.engine.begin() as conn:
+                result = self._apply(conn, events)
+                now = datetime.now(timezone.utc)
+                for p in progress:
+                    _upsert(
+                        conn,
+                        tables.consumer_progress,
+                        [{"consumer": p.consumer, "topic": p.topic, "partition": p.partition,
+                          "next_offset": p.next_offset, "updated_at": now}],
+                        keys=("consumer", "topic", "partition"),
+                        update_cols=("next_offset", "updated_at"),
+                    )
+                return result
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"genealogy store write failed: {exc}") from exc
+
+    def _apply(self, conn: Connection, events: Sequence[LotEventBase]) -> ApplyResult:
+        ids = list({e.envelope.event_id for e in events})
+        known: dict[str, str] = {}
+        for chunk in _chunks(ids, 500):
+            rows = conn.execute(
+                select(tables.events.c.event_id, tables.events.c.content_hash).where(
+                    tables.events.c.event_id.in_(chunk)
+                )
+            )
+            known.update({r.event_id: r.content_hash for r in rows})
+        now = datetime.now(timezone.utc)
+        fresh: list[LotEventBase] = []
+        duplicates = 0
+        conflicts: list[dict[str, Any]] = []
+        for ev in events:
+            digest = content_hash(ev)
+            seen = known.get(ev.envelope.event_id)
+            if seen is None:
+                known[ev.envelope.event_id] = digest
+                fresh.append(ev)
+            elif seen == digest:
+                duplicates += 1
+            else:
+                conflicts.append({"event_id": ev.envelope.event_id, "content_hash": digest,
+                                  "payload": ev.model_dump_json(), "seen_at": now})
+        if conflicts:
+            _insert_ignore(conn, tables.event_conflicts, conflicts)
+        rows = _Rows()
+        for ev in fresh:
+            env = ev.envelope
+            rows.add(
+                tables.events, event_id=env.event_id, event_type=env.event_type,
+                site=env.source.site, system_kind=env.source.system_kind.value,
+                system_instance=env.source.system_instance, sequence=env.sequence,
+                occurred_at=env.occurred_at.astimezone(timezone.utc),
+                recorded_at=env.recorded_at.astimezone(timezone.utc), ingested_at=now,
+                content_hash=known[env.event_id], payload=ev.model_dump_json(), voided_by=None,
+            )
+            _derive(ev, rows)
+        order = [tables.events, tables.lots, tables.lot_aliases, tables.lot_links,
+                 tables.batch_moves, tables.documents, tables.status_history]
+        for table in order:
+            if table.name in rows.by_table:
+                _insert_ignore(conn, table, rows.by_table[table.name])
+        self._join_batches(conn, fresh)
+        self._apply_statuses(conn, fresh)
+        self._apply_corrections(conn, fresh)
+        return ApplyResult(stored=len(fresh), duplicates=duplicates, conflicts=len(conflicts))
+
+    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+        """Link every consumed lot of a batch to every produced lot, whichever came first."""
+        batches = {e.batch_id for e in fresh if isinstance(e, MaterialConsumed | MaterialProduced)}
+        if not batches:
+            return
+        moves = tables.batch_moves
+        links: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(batches), 200):
+            rows = conn.execute(select(moves).where(moves.c.batch_id.in_(chunk))).all()
+            by_batch: dict[str, list[Any]] = {}
+            for r in rows:
+                by_batch.setdefault(r.batch_id, []).append(r)
+            for batch_rows in by_batch.values():
+                ins = [r for r in batch_rows if r.direction == "IN"]
+                outs = [r for r in batch_rows if r.direction == "OUT"]
+                for i in ins:
+                    for o in outs:
+                        links.append({
+                            "link_key": f"batch:{i.event_id}:{o.event_id}",
+                            "parent_lot": i.lot_id, "child_lot": o.lot_id, "kind": o.kind,
+                            "via": o.batch_id, "quantity_used": i.quantity, "unit_used": i.unit,
+                            "quantity_produced": o.quantity, "unit_produced": o.unit,
+                            "parent_event_id": i.event_id, "child_event_id": o.event_id,
+                            "occurred_at": max(utc(i.occurred_at), utc(o.occurred_at)),
+                        })
+        if links:
+            _insert_ignore(conn, tables.lot_links, links)
+
+    def _apply_statuses(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+        """Current status = the status of the latest event by event time, in any arrival order."""
+        lots = tables.lots
+        for ev in fresh:
+            if not isinstance(ev, LotStatusChanged):
+                continue
+            at = ev.envelope.occurred_at.astimezone(timezone.utc)
+            current = conn.execute(select(lots.c.status_at).where(lots.c.lot_id == ev.lot)).first()
+            if current is None or current.status_at is None or utc(current.status_at) <= at:
+                conn.execute(
+                    update(lots).where(lots.c.lot_id == ev.lot).values(status=ev.status, status_at=at)
+                )
+
+    def _apply_corrections(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+        for ev in fresh:
+            if isinstance(ev, EventCorrected):
+                conn.execute(
+                    update(tables.events)
+                    .where(tables.events.c.event_id.in_(ev.corrected_event_ids))
+                    .values(voided_by=ev.envelope.event_id)
+                )
+
+    # --- operational state -----------------------------------------------------
+
+    def heartbeat(self, component: str, *, healthy: bool, detail: str = "") -> None:
+        """Record that ``component`` is alive (and whether it is making progress)."""
+        _upsert_engine(self.engine, tables.heartbeats, {
+            "component": component, "seen_at": datetime.now(timezone.utc),
+            "healthy": healthy, "detail": detail,
+        })
+
+    def last_heartbeat(self, component: str) -> tuple[datetime, bool, str] | None:
+        """When ``component`` last reported, whether healthy, and its detail."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(tables.heartbeats).where(tables.heartbeats.c.component == component)
+            ).first()
+        return None if row is None else (utc(row.seen_at), bool(row.healthy), str(row.detail))
+
+    def event_count(self) -> int:
+        """How many distinct events are stored."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(tables.events)).scalar_one())
+
+
+def _derive(ev: LotEventBase, rows: _Rows) -> None:
+    """The lots, aliases, links, moves, documents and statuses one event implies."""
+    env = ev.envelope
+    at = env.occurred_at.astimezone(timezone.utc)
+    eid = env.event_id
+
+    def lot(lot_id: str, item: Any = None) -> None:
+        rows.add(tables.lots, lot_id=lot_id, site=site_of(lot_id),
+                 item_code=item.item_code if item else None,
+                 item_description=item.description if item else None, status=None, status_at=None)
+        rows.add(tables.lot_aliases, alias=lot_id.split(":", 1)[1], alias_kind="SITE_LOT",
+                 lot_id=lot_id, event_id=eid)
+
+    def document(lot_id: str, cte: str, q: Quantity, doc: Any, *, party: Any = None,
+                 partner_lot: str | None = None, location: Any = None) -> None:
+        rows.add(tables.documents, event_id=eid, lot_id=lot_id, cte=cte, doc_type=doc.doc_type,
+                 doc_number=doc.number, site=env.source.site,
+                 party_id=party.party_id if party else None, party_name=party.name if party else None,
+                 partner_lot=partner_lot, location_id=location.location_id if location else None,
+                 location_name=location.name if location else None,
+                 quantity=q.value, unit=q.unit, occurred_at=at)
+
+    if isinstance(ev, LotReceived):
+        lot(ev.lot, ev.item)
+        rows.add(tables.lot_aliases, alias=ev.supplier_lot, alias_kind="SUPPLIER_LOT",
+                 lot_id=ev.lot, event_id=eid)
+        document(ev.lot, "RECEIVING", ev.quantity, ev.reference_document, party=ev.supplier,
+                 partner_lot=ev.supplier_lot, location=ev.ship_from)
+    elif isinstance(ev, Transformation):
+        for x in [*ev.inputs, *ev.outputs]:
+            lot(x.lot, x.item)
+        for i in ev.inputs:
+            for o in ev.outputs:
+                rows.add(tables.lot_links, link_key=f"tf:{eid}:{i.lot}:{o.lot}", parent_lot=i.lot,
+                         child_lot=o.lot, kind=ev.kind.value, via=ev.transformation_id,
+                         quantity_used=i.quantity.value, unit_used=i.quantity.unit,
+                         quantity_produced=o.quantity.value, unit_produced=o.quantity.unit,
+                         parent_event_id=eid, child_event_id=eid, occurred_at=at)
+        for o in ev.outputs:
+            document(o.lot, "TRANSFORMATION", o.quantity, ev.reference_document, location=ev.location)
+    elif isinstance(ev, MaterialConsumed | MaterialProduced):
+        lot(ev.lot, ev.item)
+        rows.add(tables.batch_moves, event_id=eid, batch_id=ev.batch_id,
+                 direction="IN" if isinstance(ev, MaterialConsumed) else "OUT", kind=ev.kind.value,
+                 lot_id=ev.lot, quantity=ev.quantity.value, unit=ev.quantity.unit, occurred_at=at)
+        if isinstance(ev, MaterialProduced):
+            document(ev.lot, "TRANSFORMATION", ev.quantity, ev.reference_document, location=ev.location)
+    elif isinstance(ev, TransferShipped):
+        lot(ev.lot, ev.item)
+        document(ev.lot, "TRANSFER_SHIPPED", ev.quantity, ev.reference_document, location=ev.to_location)
+    elif isinstance(ev, TransferReceived):
+        lot(ev.lot, ev.item)
+        lot(ev.shipped_lot, ev.item)
+        rows.add(tables.lot_links, link_key=f"transfer:{eid}", parent_lot=ev.shipped_lot,
+                 child_lot=ev.lot, kind="TRANSFER", via=ev.transfer_id,
+                 quantity_used=ev.quantity.value, unit_used=ev.quantity.unit,
+                 quantity_produced=ev.quantity.value, unit_produced=ev.quantity.unit,
+                 parent_event_id=eid, child_event_id=eid, occurred_at=at)
+        document(ev.lot, "TRANSFER_RECEIVED", ev.quantity, ev.reference_document,
+                 partner_lot=ev.shipped_lot, location=ev.from_location)
+    elif isinstance(ev, LotShipped):
+        lot(ev.lot, ev.item)
+        document(ev.lot, "SHIPPING", ev.quantity, ev.reference_document, party=ev.customer,
+                 location=ev.ship_to)
+    elif isinstance(ev, CustomerReturn):
+        lot(ev.lot, ev.item)
+        document(ev.lot, "RETURN", ev.quantity, ev.reference_document, party=ev.customer,
+                 location=ev.receiving_location)
+    elif isinstance(ev, LotStatusChanged):
+        lot(ev.lot)
+        rows.add(tables.status_history, event_id=eid, lot_id=ev.lot, status=ev.status,
+                 reason_code=ev.reason_code, actor=ev.actor, occurred_at=at,
+                 recorded_at=env.recorded_at.astimezone(timezone.utc))
+    elif isinstance(ev, LotAliasLinked):
+        lot(ev.lot)
+        rows.add(tables.lot_aliases, alias=ev.alias, alias_kind=ev.alias_kind, lot_id=ev.lot,
+                 event_id=eid)
+    else:
+        for lot_id in ev.lots():
+            lot(lot_id)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping those whose key exists (what makes re-applying harmless)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(postgresql.insert(table).on_conflict_do_nothing(), rows)
+    elif dialect == "sqlite":
+        conn.execute(sqlite.insert(table).on_conflict_do_nothing(), rows)
+    else:  # pragma: no cover - other databases are not supported yet
+        raise ConfigurationError(f"database {dialect!r} is not supported; use SQLite or PostgreSQL")
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, keys: Sequence[str],
+            update_cols: Sequence[str]) -> None:
+    ins: Any = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    stmt = ins.on_conflict_do_update(
+        index_elements=list(keys), set_={c: ins.excluded[c] for c in update_cols}
+    )
+    conn.execute(stmt, rows)
+
+
+def _upsert_engine(engine: Engine, table: Table, row: dict[str, Any]) -> None:
+    keys = [c.name for c in table.primary_key.columns]
+    with engine.begin() as conn:
+        _upsert(conn, table, [row], keys=keys, update_cols=[c for c in row if c not in keys])
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while the stream worker writes from another process.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+

@@ -1,0 +1,169 @@
+"""Tables of the genealogy store (SQLAlchemy Core). Alembic migrations create them.
+
+Events are append-only and keyed by ``event_id``; every other table is derived from
+events and keyed so that applying the same event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+QTY = Numeric(24, 6)
+ID = String(200)
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("event_type", String(40), nullable=False),
+    Column("site", ID, nullable=False),
+    Column("system_kind", String(10), nullable=False),
+    Column("system_instance", ID, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("voided_by", ID, nullable=True),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("lot_id", ID, primary_key=True),
+    Column("site", ID, nullable=False),
+    Column("item_code", ID, nullable=True),
+    Column("item_description", ID, nullable=True),
+    Column("status", String(20), nullable=True),
+    Column("status_at", DateTime(timezone=True), nullable=True),
+)
+
+lot_aliases = Table(
+    "lot_aliases",
+    metadata,
+    Column("alias", ID, primary_key=True),
+    Column("alias_kind", String(40), primary_key=True),
+    Column("lot_id", ID, primary_key=True),
+    Column("event_id", ID, nullable=False),
+    Index("ix_lot_aliases_lot", "lot_id"),
+)
+
+# One row per (parent lot -> child lot) link a transformation, batch or transfer made.
+lot_links = Table(
+    "lot_links",
+    metadata,
+    Column("link_key", String(500), primary_key=True),
+    Column("parent_lot", ID, nullable=False),
+    Column("child_lot", ID, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("via", ID, nullable=False),
+    Column("quantity_used", QTY, nullable=False),
+    Column("quantity_produced", QTY, nullable=False),
+    Column("unit_used", String(3), nullable=False),
+    Column("unit_produced", String(3), nullable=False),
+    Column("parent_event_id", ID, nullable=False),
+    Column("child_event_id", ID, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_lot_links_parent", "parent_lot"),
+    Index("ix_lot_links_child", "child_lot"),
+)
+
+# MES-style consumption and production, waiting to be joined by batch id.
+batch_moves = Table(
+    "batch_moves",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("batch_id", ID, nullable=False),
+    Column("direction", String(3), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("lot_id", ID, nullable=False),
+    Column("quantity", QTY, nullable=False),
+    Column("unit", String(3), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_batch_moves_batch", "batch_id"),
+)
+
+# Receipts, shipments, transfers, returns: the documents a trace shows.
+documents = Table(
+    "documents",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("lot_id", ID, primary_key=True),
+    Column("cte", String(30), nullable=False),
+    Column("doc_type", String(40), nullable=False),
+    Column("doc_number", ID, nullable=False),
+    Column("site", ID, nullable=False),
+    Column("party_id", ID, nullable=True),
+    Column("party_name", ID, nullable=True),
+    Column("partner_lot", ID, nullable=True),
+    Column("location_id", ID, nullable=True),
+    Column("location_name", ID, nullable=True),
+    Column("quantity", QTY, nullable=False),
+    Column("unit", String(3), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_documents_lot", "lot_id"),
+)
+
+status_history = Table(
+    "status_history",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("lot_id", ID, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason_code", ID, nullable=False),
+    Column("actor", ID, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("ix_status_history_lot", "lot_id"),
+)
+
+# Same event_id, different content: kept as evidence for the integrity checks.
+event_conflicts = Table(
+    "event_conflicts",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("content_hash", String(64), primary_key=True),
+    Column("payload", Text, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+
+# Consumer progress, written in the same transaction as the rows it covers.
+consumer_progress = Table(
+    "consumer_progress",
+    metadata,
+    Column("consumer", ID, primary_key=True),
+    Column("topic", ID, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("component", ID, primary_key=True),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("healthy", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+)

@@ -1,0 +1,210 @@
+"""Backward and forward genealogy over the store's lot links.
+
+Backward walks from a lot to everything it was made from, down to the supplier
+receipts; forward walks to everything made from it, out to the customer shipments.
+The walk is breadth-first, one query per level, bounded in depth and size, and
+terminates on rework loops because every lot is visited once. Links and documents
+of voided events are left out.
+
+Example::
+
+    >>> result = trace(store, "BRK:26308-01", Direction.BACKWARD)   # doctest: +SKIP
+    >>> sorted(d.partner_lot for d in result.documents if d.cte == "RECEIVING")  # doctest: +SKIP
+    ['SL-889', ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import and_, exists, or_, select
+
+from genealogy import tables
+from genealogy.store import GenealogyStore, utc
+from schemas.errors import DataError
+
+#: Refuse walks beyond these unless the caller asks for less.
+MAX_DEPTH = 100
+MAX_LOTS = 50_000
+
+
+class Direction(StrEnum):
+    """Which way to walk the genealogy."""
+
+    BACKWARD = "backward"
+    FORWARD = "forward"
+
+
+class LotNotFoundError(DataError):
+    """No lot, and no alias of a lot, has this id."""
+
+    reason_code = "lot-not-found"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLot:
+    """A lot reached by the walk, with its distance from the start."""
+
+    lot_id: str
+    site: str
+    item_code: str | None
+    item_description: str | None
+    status: str | None
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEdge:
+    """One parent -> child link with the quantity used and the quantity produced."""
+
+    parent_lot: str
+    child_lot: str
+    kind: str
+    via: str
+    quantity_used: Decimal
+    unit_used: str
+    quantity_produced: Decimal
+    unit_produced: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TraceDocument:
+    """A receipt, shipment, transfer or return document of a reached lot."""
+
+    event_id: str
+    lot_id: str
+    cte: str
+    doc_type: str
+    doc_number: str
+    site: str
+    party_id: str | None
+    party_name: str | None
+    partner_lot: str | None
+    location_id: str | None
+    location_name: str | None
+    quantity: Decimal
+    unit: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    """Everything one trace reached."""
+
+    root: str
+    direction: Direction
+    lots: list[TraceLot]
+    edges: list[TraceEdge]
+    documents: list[TraceDocument]
+    truncated: bool
+
+
+def resolve_lot(store: GenealogyStore, lot: str) -> str:
+    """The enterprise lot id for ``lot`` given as an id or any alias.
+
+    Raises :class:`LotNotFoundError` if nothing matches, and for an alias shared by
+    several lots names them all so the caller can pick one.
+    """
+    with store.engine.connect() as conn:
+        if conn.execute(select(tables.lots.c.lot_id).where(tables.lots.c.lot_id == lot)).first():
+            return lot
+        matches = sorted({
+            r.lot_id for r in conn.execute(
+                select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
+            )
+        })
+    if not matches:
+        raise LotNotFoundError(f"no lot has the id or alias {lot!r}")
+    if len(matches) > 1:
+        raise LotNotFoundError(f"alias {lot!r} names several lots: {', '.join(matches)}; use the lot id")
+    return matches[0]
+
+
+def trace(
+    store: GenealogyStore,
+    lot_id: str,
+    direction: Direction,
+    *,
+    max_depth: int = 50,
+    max_lots: int = 10_000,
+) -> TraceResult:
+    """Walk the genealogy from ``lot_id`` (id or alias) in ``direction``."""
+    if not 1 <= max_depth <= MAX_DEPTH:
+        raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH}")
+    if not 1 <= max_lots <= MAX_LOTS:
+        raise ValueError(f"max_lots must be between 1 and {MAX_LOTS}")
+    root = resolve_lot(store, lot_id)
+    links = tables.lot_links
+    ev = tables.events
+    near = links.c.child_lot if direction is Direction.BACKWARD else links.c.parent_lot
+    voided = exists().where(
+        and_(or_(ev.c.event_id == links.c.parent_event_id, ev.c.event_id == links.c.child_event_id),
+             ev.c.voided_by.is_not(None))
+    )
+    depth_of = {root: 0}
+    edges: dict[str, TraceEdge] = {}
+    frontier = [root]
+    depth = 0
+    truncated = False
+    with store.engine.connect() as conn:
+        while frontier and depth < max_depth:
+            depth += 1
+            next_frontier: list[str] = []
+            for start in range(0, len(frontier), 500):
+                chunk = frontier[start : start + 500]
+                for r in conn.execute(select(links).where(near.in_(chunk), ~voided)):
+                    edges[r.link_key] = TraceEdge(
+                        parent_lot=r.parent_lot, child_lot=r.child_lot, kind=r.kind, via=r.via,
+                        quantity_used=r.quantity_used, unit_used=r.unit_used,
+                        quantity_produced=r.quantity_produced, unit_produced=r.unit_produced,
+                        occurred_at=utc(r.occurred_at),
+                    )
+                    other = r.parent_lot if direction is Direction.BACKWARD else r.child_lot
+                    if other not in depth_of:
+                        if len(depth_of) >= max_lots:
+                            truncated = True
+                            continue
+                        depth_of[other] = depth
+                        next_frontier.append(other)
+            frontier = next_frontier
+        if frontier and depth >= max_depth:
+            # the walk stopped at max_depth: say so only if there was more to see
+            truncated = truncated or any(
+                conn.execute(select(links.c.link_key).where(near.in_(chunk)).limit(1)).first()
+                for chunk in (frontier[i : i + 500] for i in range(0, len(frontier), 500))
+            )
+        lot_rows = []
+        doc_rows = []
+        reached = list(depth_of)
+        docs = tables.documents
+        doc_voided = exists().where(and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None)))
+        for start in range(0, len(reached), 500):
+            chunk = reached[start : start + 500]
+            lot_rows.extend(conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk))))
+            doc_rows.extend(conn.execute(select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided)))
+    lots = [
+        TraceLot(lot_id=r.lot_id, site=r.site, item_code=r.item_code,
+                 item_description=r.item_description, status=r.status, depth=depth_of[r.lot_id])
+        for r in lot_rows
+    ]
+    documents = [
+        TraceDocument(
+            event_id=r.event_id, lot_id=r.lot_id, cte=r.cte, doc_type=r.doc_type,
+            doc_number=r.doc_number, site=r.site, party_id=r.party_id, party_name=r.party_name,
+            partner_lot=r.partner_lot, location_id=r.location_id, location_name=r.location_name,
+            quantity=r.quantity, unit=r.unit, occurred_at=utc(r.occurred_at),
+        )
+        for r in doc_rows
+    ]
+    return TraceResult(
+        root=root,
+        direction=direction,
+        lots=sorted(lots, key=lambda x: (x.depth, x.lot_id)),
+        edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
+        documents=sorted(documents, key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
+        truncated=truncated,
+    )

@@ -1,0 +1,91 @@
+"""The ``lothub`` command: run the hub, the demo, the stream worker, migrations.
+
+::
+
+    lothub up [--port N]          the whole hub until Ctrl-C
+    lothub demo [--check]         the hub plus the two-site simulator
+    lothub worker                 one stream worker (``lothub up`` starts it for you)
+    lothub db upgrade             create or upgrade the genealogy store schema
+    lothub topics                 print the flow map: topics, producers, consumers
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from schemas.errors import FatalError, LotHubError, RetriableError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lothub", description="Lot-traceability integration hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole hub (embedded broker unless LOTHUB_KAFKA_BOOTSTRAP)")
+    up.add_argument("--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)")
+    demo = sub.add_parser("demo", help="run the hub with the two-site plant simulator")
+    demo.add_argument("--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)")
+    demo.add_argument("--check", action="store_true",
+                      help="verify every expected trace over HTTP, print one line, exit 0 or 1")
+    sub.add_parser("worker", help="run one stream worker (normalize + store sink)")
+    db = sub.add_parser("db", help="genealogy store schema")
+    db.add_argument("action", choices=["upgrade"])
+    sub.add_parser("topics", help="print the flow map")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lothub`` console script."""
+    args = _parser().parse_args(argv)
+    from lothub.settings import Settings
+
+    try:
+        overrides = {"api_port": args.port} if getattr(args, "port", None) is not None else {}
+        settings = Settings.from_env(**overrides)
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        return _run(args, settings)
+    except FatalError as exc:
+        print(f"lothub: {exc}", file=sys.stderr)
+        return 2
+    except RetriableError as exc:
+        print(f"lothub: {exc} (transient: try again)", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
+    except LotHubError as exc:
+        print(f"lothub: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: object) -> int:
+    from lothub.settings import Settings
+
+    assert isinstance(settings, Settings)
+    if args.command == "up":
+        from lothub.runtime import Hub
+
+        with Hub(settings) as hub:
+            hub.wait_ready()
+            print(f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
+                  flush=True)
+            hub.supervise()
+        return 0
+    if args.command == "demo":
+        from lothub.demo import run_demo
+
+        return run_demo(settings, check=args.check)
+    if args.command == "worker":
+        from lothub.worker import run_worker
+
+        return run_worker(settings)
+    if args.command == "db":
+        from genealogy.store import GenealogyStore
+
+        GenealogyStore.connect(settings.store_url).migrate()
+        print("genealogy store schema is up to date")
+        return 0
+    if args.command == "topics":
+        for name, spec in settings.topics.all():
+            print(f"{name}\n  schema:    {spec.schema}\n  producers: {', '.join(spec.producers)}\n"
+                  f"  consumers: {', '.join(spec.consumers)}\n  dead letters: {spec.dead_letter or '-'}")
+        return 0
+    raise AssertionError(args.command)  # argparse only lets known commands through

@@ -1,0 +1,183 @@
+"""The stream worker: faust agents that normalize raw events and write the genealogy.
+
+Two agents, one per hop of the flow map (:mod:`schemas.topics`):
+
+* ``normalize`` reads raw site events, rewrites them into the enterprise model and
+  publishes them keyed by enterprise lot id. A record that does not decode, breaks
+  the model or uses an unmapped site code goes to the raw dead-letter topic with
+  the original bytes and the reason in headers; the agent carries on.
+* ``sink`` reads enterprise events in batches and applies them to the genealogy
+  store, idempotently by ``event_id``, with its consumer progress in the same
+  transaction.
+
+A timer writes a heartbeat to the store, which is how readiness learns the worker
+is alive without the API ever touching Kafka.
+
+Example::
+
+    app = create_app(settings.faust_config(), WorkerDeps(...))
+    faust.Worker(app, loglevel="INFO").execute_from_commandline()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from genealogy.store import GenealogyStore, Progress
+from schemas.errors import DataError, RetriableError
+from schemas.model import LotEventBase, check_enterprise
+from schemas.serde import Serde
+from schemas.sites import SitesConfig
+from schemas.topics import (
+    DLQ_REASON,
+    DLQ_REASON_CODE,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    Topics,
+)
+from streams.normalize import normalize
+
+log = logging.getLogger("lothub.streams")
+
+HEARTBEAT_COMPONENT = "stream-worker"
+SINK_BATCH = 500
+SINK_WITHIN_S = 0.3
+RETRY_MAX_S = 30.0
+
+
+@dataclass
+class WorkerStats:
+    """Counts since start, reported with every heartbeat."""
+
+    normalized: int = 0
+    dead_lettered: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_json(self) -> str:
+        """Compact JSON for the heartbeat detail."""
+        return json.dumps({
+            "normalized": self.normalized, "dead_lettered": self.dead_lettered,
+            "stored": self.stored, "duplicates": self.duplicates, "conflicts": self.conflicts,
+            "last_error": self.errors[-1] if self.errors else None,
+        })
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerDeps:
+    """What the worker needs, injected so tests can build it on any broker and store."""
+
+    topics: Topics
+    sites: SitesConfig
+    serde: Serde
+    store: GenealogyStore
+    heartbeat_s: float = 2.0
+
+
+def dead_letter_headers(exc: DataError, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """Headers telling an operator why a record was parked and where it came from."""
+    return [
+        (DLQ_REASON, str(exc).encode()),
+        (DLQ_REASON_CODE, exc.reason_code.encode()),
+        (DLQ_SOURCE_TOPIC, topic.encode()),
+        (DLQ_SOURCE_PARTITION, str(partition).encode()),
+        (DLQ_SOURCE_OFFSET, str(offset).encode()),
+    ]
+
+
+def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
+    """Build the faust app with both agents and the heartbeat timer."""
+    app = faust.App(**faust_config)
+    stats = WorkerStats()
+    topics = deps.topics
+
+    def declare(name: str) -> Any:
+        return app.topic(name, value_serializer="raw", key_serializer="raw")
+
+    raw, enterprise = declare(topics.raw), declare(topics.enterprise)
+    raw_dlq, enterprise_dlq = declare(topics.raw_dlq), declare(topics.enterprise_dlq)
+
+    @app.agent(raw)
+    async def normalize_agent(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            try:
+                event = deps.serde.decode(
+                    msg.value or b"", topic=msg.topic, partition=msg.partition, offset=msg.offset
+                )
+                out = normalize(event, deps.sites)
+                check_enterprise(out)
+            except DataError as exc:
+                stats.dead_lettered += 1
+                log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+                await raw_dlq.send(
+                    key=msg.key, value=msg.value,
+                    headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
+                )
+                continue
+            await enterprise.send(
+                key=out.lots()[0].encode() if out.lots() else out.envelope.event_id.encode(),
+                value=deps.serde.encode(out, topic=topics.enterprise),
+            )
+            stats.normalized += 1
+
+    @app.agent(enterprise)
+    async def sink_agent(stream: Any) -> None:
+        async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN_S):
+            good: list[LotEventBase] = []
+            positions: dict[tuple[str, int], int] = {}
+            for ev in batch:
+                msg = ev.message
+                positions[(msg.topic, msg.partition)] = msg.offset + 1
+                try:
+                    good.append(deps.serde.decode(
+                        msg.value or b"", topic=msg.topic, partition=msg.partition, offset=msg.offset
+                    ))
+                except DataError as exc:
+                    stats.dead_lettered += 1
+                    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+                    await enterprise_dlq.send(
+                        key=msg.key, value=msg.value,
+                        headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
+                    )
+            progress = [
+                Progress(consumer=app.conf.id, topic=t, partition=p, next_offset=o)
+                for (t, p), o in positions.items()
+            ]
+            result = await _apply_with_retry(deps.store, good, progress, stats)
+            stats.stored += result.stored
+            stats.duplicates += result.duplicates
+            stats.conflicts += result.conflicts
+
+    @app.timer(deps.heartbeat_s)
+    async def heartbeat() -> None:
+        try:
+            deps.store.heartbeat(HEARTBEAT_COMPONENT, healthy=True, detail=stats.as_json())
+        except RetriableError as exc:
+            log.warning("heartbeat not written: %s", exc)
+
+    return app
+
+
+async def _apply_with_retry(
+    store: GenealogyStore, events: list[LotEventBase], progress: list[Progress], stats: WorkerStats
+) -> Any:
+    """Apply a batch, backing off while the database is unavailable; never drops it."""
+    delay = 0.5
+    while True:
+        try:
+            return store.apply(events, progress)
+        except RetriableError as exc:
+            stats.errors.append(str(exc))
+            log.warning("genealogy store unavailable, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
