@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -197,7 +197,8 @@ class GenealogyStore:
                 content_hash=known[env.event_id], payload=ev.model_dump_json(), voided_by=None,
             )
             _derive(ev, rows)
-        order = [tables.events, tables.lots, tables.lot_aliases, tables.lot_links,
+        self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
+        order = [tables.events, tables.lot_aliases, tables.lot_links,
                  tables.batch_moves, tables.documents, tables.status_history]
         for table in order:
             if table.name in rows.by_table:
@@ -206,6 +207,25 @@ class GenealogyStore:
         self._apply_statuses(conn, fresh)
         self._apply_corrections(conn, fresh)
         return ApplyResult(stored=len(fresh), duplicates=duplicates, conflicts=len(conflicts))
+
+    def _upsert_lots(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Create lots; fill item details from whichever event carries them, in any order."""
+        merged: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            seen = merged.setdefault(row["lot_id"], dict(row))
+            for col in ("item_code", "item_description"):
+                seen[col] = seen[col] or row[col]
+        if not merged:
+            return
+        lots = tables.lots
+        ins: Any = postgresql.insert(lots) if conn.dialect.name == "postgresql" else sqlite.insert(lots)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["lot_id"],
+                set_={c: func.coalesce(lots.c[c], ins.excluded[c]) for c in ("item_code", "item_description")},
+            ),
+            list(merged.values()),
+        )
 
     def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
         """Link every consumed lot of a batch to every produced lot, whichever came first."""
@@ -276,8 +296,6 @@ class GenealogyStore:
 
     def event_count(self) -> int:
         """How many distinct events are stored."""
-        from sqlalchemy import func
-
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(tables.events)).scalar_one())
 
@@ -293,7 +311,7 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
                  item_code=item.item_code if item else None,
                  item_description=item.description if item else None, status=None, status_at=None)
         rows.add(tables.lot_aliases, alias=lot_id.split(":", 1)[1], alias_kind="SITE_LOT",
-                 lot_id=lot_id, event_id=eid)
+                 lot_id=lot_id)
 
     def document(lot_id: str, cte: str, q: Quantity, doc: Any, *, party: Any = None,
                  partner_lot: str | None = None, location: Any = None) -> None:
@@ -307,7 +325,7 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
     if isinstance(ev, LotReceived):
         lot(ev.lot, ev.item)
         rows.add(tables.lot_aliases, alias=ev.supplier_lot, alias_kind="SUPPLIER_LOT",
-                 lot_id=ev.lot, event_id=eid)
+                 lot_id=ev.lot)
         document(ev.lot, "RECEIVING", ev.quantity, ev.reference_document, party=ev.supplier,
                  partner_lot=ev.supplier_lot, location=ev.ship_from)
     elif isinstance(ev, Transformation):
@@ -357,8 +375,7 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
                  recorded_at=env.recorded_at.astimezone(timezone.utc))
     elif isinstance(ev, LotAliasLinked):
         lot(ev.lot)
-        rows.add(tables.lot_aliases, alias=ev.alias, alias_kind=ev.alias_kind, lot_id=ev.lot,
-                 event_id=eid)
+        rows.add(tables.lot_aliases, alias=ev.alias, alias_kind=ev.alias_kind, lot_id=ev.lot)
     else:
         for lot_id in ev.lots():
             lot(lot_id)

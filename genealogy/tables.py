@@ -65,7 +65,6 @@ lot_aliases = Table(
     Column("alias", ID, primary_key=True),
     Column("alias_kind", String(40), primary_key=True),
     Column("lot_id", ID, primary_key=True),
-    Column("event_id", ID, nullable=False),
     Index("ix_lot_aliases_lot", "lot_id"),
 )
 

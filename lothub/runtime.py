@@ -59,6 +59,13 @@ def broker_answers(admin_config: dict[str, Any], timeout_s: float = 2.0) -> bool
     return True
 
 
+def _port_open(port: int) -> bool:
+    # a plain connect first: librdkafka logs every refused connection to stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 class EmbeddedBroker:
     """Tansu on a free loopback port, for as long as the context lasts.
 
@@ -93,7 +100,7 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise FatalError(f"embedded broker exited with {self._process.returncode}; see {self.log_path}")
-            if broker_answers({"bootstrap.servers": self.bootstrap}, 1.0):
+            if _port_open(self.port) and broker_answers({"bootstrap.servers": self.bootstrap}, 1.0):
                 return
             time.sleep(0.2)
         self.stop()

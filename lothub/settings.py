@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     #: consumer group of the stream worker
     worker_group: str = "lothub-streams"
     #: Kafka consumer session timeout; a faust worker's first join waits this long
-    session_timeout_s: float = Field(default=30.0, gt=0)
-    log_level: str = "INFO"
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    log_level: str = "WARNING"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

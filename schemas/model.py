@@ -170,7 +170,11 @@ class Envelope(_Model):
 
 
 class Quantity(_Model):
-    """An amount with its unit (UN/CEFACT Rec 20 code once normalized)."""
+    """An amount with its unit (UN/CEFACT Rec 20 code once normalized).
+
+    Values are carried to six decimal places (rounded half-even), enough for
+    milligrams in a kilogram quantity, and at most 12 digits before the point.
+    """
 
     value: Decimal = Field(max_digits=18, decimal_places=QUANTITY_SCALE)
     unit: NonEmpty

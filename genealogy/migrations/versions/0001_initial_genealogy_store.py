@@ -101,7 +101,6 @@ def upgrade() -> None:
         sa.Column("alias", sa.String(length=200), nullable=False),
         sa.Column("alias_kind", sa.String(length=40), nullable=False),
         sa.Column("lot_id", sa.String(length=200), nullable=False),
-        sa.Column("event_id", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("alias", "alias_kind", "lot_id", name=op.f("pk_lot_aliases")),
     )
     with op.batch_alter_table("lot_aliases", schema=None) as batch_op:

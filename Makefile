@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck postgres bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## run the whole hub on the embedded stack with the two-site simulator (ARGS=--check to verify and exit)
+demo: setup
+	$(BIN)/lothub demo $(ARGS)
+
+## start PostgreSQL if it is down (the integration tests need the real one)
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+## lint, type-check, then every test tier (the conftest starts the embedded broker)
+test: setup postgres lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup postgres
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,113 @@
+"""Shared fixtures. Tiers follow the folders: unit/, functional/, integration/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from genealogy.store import GenealogyStore
+from lothub.runtime import EmbeddedBroker
+from lothub.settings import Settings, demo_sites_path
+from schemas.sites import SitesConfig, load_sites
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get(
+    "LOTHUB_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the tier of the folder it lives in."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if tier in {"unit", "functional", "integration"}:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def demo_sites() -> SitesConfig:
+    return load_sites(demo_sites_path())
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'lothub.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[str]:
+    """The real PostgreSQL, started if it is down."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "ensure-postgres.sh")], check=True)
+    yield PG_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"lothub_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_admin, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = postgres_admin.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs on SQLite and on real PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def store_factory() -> Iterator[Callable[[str], GenealogyStore]]:
+    opened: list[GenealogyStore] = []
+
+    def make(url: str) -> GenealogyStore:
+        store = GenealogyStore.connect(url)
+        store.migrate()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded Tansu broker for the session; tests isolate by topic prefix."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log) as running:
+        yield running.bootstrap
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with a random topic prefix and consumer group per test."""
+    tag = uuid.uuid4().hex[:10]
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "topic_prefix": f"t{tag}.",
+            "worker_group": f"lothub-test-{tag}",
+            "data_dir": tmp_path / "var",
+            "session_timeout_s": 6.0,
+            "site_config": demo_sites_path(),
+            "log_level": "INFO",
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make

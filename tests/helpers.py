@@ -1,0 +1,37 @@
+"""Helpers shared by the functional and integration tiers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from genealogy import tables
+from genealogy.store import GenealogyStore, utc
+from schemas.model import LotEventBase
+from schemas.sites import SitesConfig
+from streams.normalize import normalize
+
+#: Tables whose content is the genealogy (consumer progress and heartbeats are not).
+GENEALOGY_TABLES = [tables.events, tables.lots, tables.lot_aliases, tables.lot_links,
+                    tables.batch_moves, tables.documents, tables.status_history,
+                    tables.event_conflicts]
+
+
+def snapshot(store: GenealogyStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every genealogy row, sorted, times in UTC, without ingestion timestamps."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with store.engine.connect() as conn:
+        for table in GENEALOGY_TABLES:
+            cols = [c for c in table.columns if c.name not in {"ingested_at", "seen_at"}]
+            out[table.name] = sorted(
+                tuple(utc(v) if isinstance(v, datetime) else v for v in r)
+                for r in conn.execute(select(*cols))
+            )
+    return out
+
+
+def normalized(events: list[LotEventBase], sites: SitesConfig) -> list[LotEventBase]:
+    """The enterprise form of raw events, as the stream worker would produce it."""
+    return [normalize(e, sites) for e in events]
