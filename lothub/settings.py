@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from schemas.topics import Topics
 
 def demo_sites_path() -> Path:
     """The site configuration shipped for the demo scenario."""
-    return Path(str(resources.files("lothub").joinpath("sites.demo.toml")))
+    return Path(__file__).parent / "sites.demo.toml"
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@ from streams.worker import WorkerDeps, create_app
 
 def run_worker(settings: Settings) -> int:
     """Build the faust app from settings and run it until SIGTERM or Ctrl-C."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = GenealogyStore.connect(settings.store_url)
     store.migrate()
     deps = WorkerDeps(

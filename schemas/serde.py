@@ -26,7 +26,6 @@ import io
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +41,7 @@ _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
 
 def avro_dir() -> Path:
     """Folder holding the committed ``*.avsc`` files."""
-    return Path(str(resources.files("schemas").joinpath("avro")))
+    return Path(__file__).parent / "avro"
 
 
 @dataclass(frozen=True, slots=True)

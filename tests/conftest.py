@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,3 +113,57 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**values)  # type: ignore[arg-type]
 
     return make
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment a `lothub worker` child needs for ``settings``."""
+    env = dict(os.environ)
+    env.update({
+        "LOTHUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "LOTHUB_DATABASE_URL": settings.store_url,
+        "LOTHUB_TOPIC_PREFIX": settings.topic_prefix,
+        "LOTHUB_WORKER_GROUP": settings.worker_group,
+        "LOTHUB_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "LOTHUB_SITE_CONFIG": str(settings.site_config),
+        "LOTHUB_DATA_DIR": str(settings.data_dir),
+        "LOTHUB_LOG_LEVEL": "INFO",
+    })
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
+    """Start `lothub worker` children; each is stopped (and its log shown on failure) after."""
+    children: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(settings: Settings) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"worker-{len(children)}.log"
+        with log.open("wb") as out:
+            child = subprocess.Popen([sys.executable, "-m", "lothub", "worker"], env=worker_env(settings),
+                                     stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        children.append((child, log))
+        return child
+
+    yield start
+    for child, log in children:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        print(f"--- {log.name} (last lines) ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.3,
+             fail_if: Callable[[], bool] | None = None) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s`` or once ``fail_if``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if fail_if is not None and fail_if():
+            pytest.fail(f"gave up waiting for {what}: a process it depends on died")
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")

@@ -1,0 +1,61 @@
+"""The trace API's contract: JSON shapes, problem details, readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from connectors.simulator import build_scenario
+from genealogy.store import GenealogyStore
+from schemas.sites import SitesConfig
+from tests.helpers import normalized
+from trace_api.app import PROBLEM, create_app
+
+
+@pytest.fixture
+def client(sqlite_url: str, store_factory: Callable[[str], GenealogyStore],
+           demo_sites: SitesConfig) -> Iterator[TestClient]:
+    store = store_factory(sqlite_url)
+    store.apply(normalized(build_scenario(demo_sites).events, demo_sites))
+    with TestClient(create_app(store, readiness=lambda: {"broker": True, "worker": False})) as c:
+        yield c
+
+
+def test_trace_json_has_lots_edges_and_documents(client: TestClient) -> None:
+    body = client.get("/api/v1/lots/BRK:26313-01/trace", params={"direction": "backward"}).json()
+    assert body["root"] == "BRK:26313-01" and body["direction"] == "backward"
+    edge = next(e for e in body["edges"] if e["kind"] == "TRANSFER")
+    assert edge["quantity_used"] == {"value": "999.998811", "unit": "KGM"}
+    receipt = next(d for d in body["documents"] if d["partner_lot"] == "AD-5531")
+    assert receipt["cte"] == "RECEIVING" and receipt["party_name"] == "Alpine Dairy Co"
+    assert receipt["occurred_at"].endswith("+00:00")
+
+
+def test_forward_is_the_default_only_when_asked(client: TestClient) -> None:
+    body = client.get("/api/v1/lots/ALP:ALP-20261102-001/trace").json()
+    assert body["direction"] == "backward"
+    assert [lot["lot_id"] for lot in body["lots"]] == ["ALP:ALP-20261102-001"]
+
+
+def test_unknown_lot_is_a_404_problem(client: TestClient) -> None:
+    response = client.get("/api/v1/lots/NOPE-1/trace")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+    assert "NOPE-1" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("params", [{"direction": "sideways"}, {"max_depth": "0"}, {"max_depth": "5000"}])
+def test_bad_parameters_are_422_problems(client: TestClient, params: dict[str, str]) -> None:
+    response = client.get("/api/v1/lots/BRK:26313-01/trace", params=params)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["errors"]
+
+
+def test_healthz_always_and_readyz_only_when_every_part_is_up(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"store": True, "api": True, "broker": True, "worker": False}
