@@ -54,7 +54,9 @@ class KafkaPublisher:
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain
             except KafkaException as exc:
-                raise BrokerUnavailableError(f"cannot queue record for {self.topic}: {exc}") from exc
+                raise BrokerUnavailableError(
+                    f"cannot queue record for {self.topic}: {exc}"
+                ) from exc
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every queued record; raise if any is not acknowledged."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from schemas.model import (
@@ -139,7 +139,7 @@ class _Source:
             event_type=event_type,
             source=self.source,
             occurred_at=occurred,
-            recorded_at=occurred.astimezone(timezone.utc) + timedelta(minutes=2),
+            recorded_at=occurred.astimezone(UTC) + timedelta(minutes=2),
             sequence=self.sequence,
             correlation_id=key,
         )
@@ -158,26 +158,48 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
     truth = GroundTruth()
     events: list[LotEventBase] = []
 
-    wh_alp = Location(location_id="ALP-WH1", name="Alpenwerk raw materials", site="ALP",
-                      address="Industriestrasse 12, 7000 Chur, CH")
+    wh_alp = Location(
+        location_id="ALP-WH1",
+        name="Alpenwerk raw materials",
+        site="ALP",
+        address="Industriestrasse 12, 7000 Chur, CH",
+    )
     prod_alp = Location(location_id="ALP-MIX2", name="Alpenwerk mixing hall 2", site="ALP")
     fg_alp = Location(location_id="ALP-FG", name="Alpenwerk finished goods", site="ALP")
-    dock_brk = Location(location_id="BRK-DOCK", name="Brookfield receiving dock", site="BRK",
-                        address="N4820 County Rd, Brookfield, WI, US")
+    dock_brk = Location(
+        location_id="BRK-DOCK",
+        name="Brookfield receiving dock",
+        site="BRK",
+        address="N4820 County Rd, Brookfield, WI, US",
+    )
     milk = Item(item_code="MP-100", description="Skimmed milk powder 25 kg bag")
     cocoa = Item(item_code="CO-200", description="Cocoa powder 10/12")
     sugar = Item(item_code="SU-300", description="Crystal sugar EU2")
     base = Item(item_code="CD-900", description="Cocoa drink base")
 
-    def receipt(code: str, item: Item, kg: str, supplier: Party, supplier_lot: str,
-                ship_from: Location, po: str, when: datetime) -> LotReceived:
+    def receipt(
+        code: str,
+        item: Item,
+        kg: str,
+        supplier: Party,
+        supplier_lot: str,
+        ship_from: Location,
+        po: str,
+        when: datetime,
+    ) -> LotReceived:
         lot_id = f"ALP:{code}"
         truth.supplier_lots[lot_id] = supplier_lot
         truth.received_kg[lot_id] = Decimal(kg)
         return LotReceived(
-            envelope=alp_erp.envelope("LotReceived", po + "/" + code, when), lot=code, item=item,
-            quantity=_q(kg, "kg"), supplier=supplier, supplier_lot=supplier_lot,
-            receiving_location=wh_alp, ship_from=ship_from, tlc_source=ship_from,
+            envelope=alp_erp.envelope("LotReceived", po + "/" + code, when),
+            lot=code,
+            item=item,
+            quantity=_q(kg, "kg"),
+            supplier=supplier,
+            supplier_lot=supplier_lot,
+            receiving_location=wh_alp,
+            ship_from=ship_from,
+            tlc_source=ship_from,
             reference_document=DocumentRef(doc_type="PO", number=po),
         )
 
@@ -185,108 +207,261 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
     cocoa_co = Party(party_id="V-2040", name="Cocoa Partners BV")
     sucre = Party(party_id="V-3310", name="Sucre Romand SA")
     receipts = [
-        receipt("ALP-20261102-001", milk, "1000", dairy, "AD-5531",
-                Location(location_id="GLN-7612345000015", name="Alpine Dairy Landquart"),
-                "PO-45001", datetime(2026, 11, 2, 7, 40)),
-        receipt("ALP-20261102-002", cocoa, "400", cocoa_co, "CP-77812",
-                Location(location_id="GLN-8712345000022", name="Cocoa Partners Zaandam"),
-                "PO-45002", datetime(2026, 11, 2, 9, 15)),
-        receipt("ALP-20261102-003", sugar, "600", sucre, "SR-2026-118",
-                Location(location_id="GLN-7612345000039", name="Sucre Romand Aarberg"),
-                "PO-45003", datetime(2026, 11, 2, 10, 5)),
-        receipt("ALP-20261102-004", sugar, "500", sucre, "SR-2026-131",
-                Location(location_id="GLN-7612345000039", name="Sucre Romand Aarberg"),
-                "PO-45004", datetime(2026, 11, 2, 13, 30)),
+        receipt(
+            "ALP-20261102-001",
+            milk,
+            "1000",
+            dairy,
+            "AD-5531",
+            Location(location_id="GLN-7612345000015", name="Alpine Dairy Landquart"),
+            "PO-45001",
+            datetime(2026, 11, 2, 7, 40),
+        ),
+        receipt(
+            "ALP-20261102-002",
+            cocoa,
+            "400",
+            cocoa_co,
+            "CP-77812",
+            Location(location_id="GLN-8712345000022", name="Cocoa Partners Zaandam"),
+            "PO-45002",
+            datetime(2026, 11, 2, 9, 15),
+        ),
+        receipt(
+            "ALP-20261102-003",
+            sugar,
+            "600",
+            sucre,
+            "SR-2026-118",
+            Location(location_id="GLN-7612345000039", name="Sucre Romand Aarberg"),
+            "PO-45003",
+            datetime(2026, 11, 2, 10, 5),
+        ),
+        receipt(
+            "ALP-20261102-004",
+            sugar,
+            "500",
+            sucre,
+            "SR-2026-131",
+            Location(location_id="GLN-7612345000039", name="Sucre Romand Aarberg"),
+            "PO-45004",
+            datetime(2026, 11, 2, 13, 30),
+        ),
     ]
     events.extend(receipts)
     for r in receipts:
-        events.append(LotStatusChanged(
-            envelope=alp_erp.envelope("LotStatusChanged", f"{r.lot}/Q", r.envelope.occurred_at.replace(tzinfo=None) + timedelta(minutes=1)),
-            lot=r.lot, status="Q", reason_code="INCOMING", actor="wms.auto",
-        ))
-    events.append(QcSampleTaken(
-        envelope=alp_lims.envelope("QcSampleTaken", "S-26-0912", datetime(2026, 11, 2, 11, 0)),
-        sample_id="S-26-0912", lot="ALP-20261102-001", location=wh_alp,
-    ))
-    events.append(QcResultRecorded(
-        envelope=alp_lims.envelope("QcResultRecorded", "S-26-0912/MOIST", datetime(2026, 11, 2, 15, 20)),
-        sample_id="S-26-0912", lot="ALP-20261102-001", test_code="MOIST", result="3.4",
-        numeric_result=Decimal("3.4"), result_unit="%", spec_min=None, spec_max=Decimal("4.0"),
-        passed=True,
-    ))
+        events.append(
+            LotStatusChanged(
+                envelope=alp_erp.envelope(
+                    "LotStatusChanged",
+                    f"{r.lot}/Q",
+                    r.envelope.occurred_at.replace(tzinfo=None) + timedelta(minutes=1),
+                ),
+                lot=r.lot,
+                status="Q",
+                reason_code="INCOMING",
+                actor="wms.auto",
+            )
+        )
+    events.append(
+        QcSampleTaken(
+            envelope=alp_lims.envelope("QcSampleTaken", "S-26-0912", datetime(2026, 11, 2, 11, 0)),
+            sample_id="S-26-0912",
+            lot="ALP-20261102-001",
+            location=wh_alp,
+        )
+    )
+    events.append(
+        QcResultRecorded(
+            envelope=alp_lims.envelope(
+                "QcResultRecorded", "S-26-0912/MOIST", datetime(2026, 11, 2, 15, 20)
+            ),
+            sample_id="S-26-0912",
+            lot="ALP-20261102-001",
+            test_code="MOIST",
+            result="3.4",
+            numeric_result=Decimal("3.4"),
+            result_unit="%",
+            spec_min=None,
+            spec_max=Decimal("4.0"),
+            passed=True,
+        )
+    )
     for r in receipts[:3]:
-        events.append(LotStatusChanged(
-            envelope=alp_erp.envelope("LotStatusChanged", f"{r.lot}/F", datetime(2026, 11, 2, 16, 0)),
-            lot=r.lot, status="F", reason_code="QC-PASS", actor="qa.brunner",
-        ))
+        events.append(
+            LotStatusChanged(
+                envelope=alp_erp.envelope(
+                    "LotStatusChanged", f"{r.lot}/F", datetime(2026, 11, 2, 16, 0)
+                ),
+                lot=r.lot,
+                status="F",
+                reason_code="QC-PASS",
+                actor="qa.brunner",
+            )
+        )
 
     # MES blend batch: partial consumption of the milk powder.
     batch = "B-4471"
     blend_doc = DocumentRef(doc_type="BATCH_RECORD", number=batch)
-    for code, item, kg in [("ALP-20261102-001", milk, "800"), ("ALP-20261102-002", cocoa, "300"),
-                           ("ALP-20261102-003", sugar, "500")]:
-        events.append(MaterialConsumed(
-            envelope=alp_mes.envelope("MaterialConsumed", f"{batch}/{code}", datetime(2026, 11, 3, 6, 30)),
-            batch_id=batch, kind=TransformationKind.BLEND, location=prod_alp, lot=code, item=item,
-            quantity=_q(kg, "kg"), reference_document=blend_doc,
-        ))
+    for code, item, kg in [
+        ("ALP-20261102-001", milk, "800"),
+        ("ALP-20261102-002", cocoa, "300"),
+        ("ALP-20261102-003", sugar, "500"),
+    ]:
+        events.append(
+            MaterialConsumed(
+                envelope=alp_mes.envelope(
+                    "MaterialConsumed", f"{batch}/{code}", datetime(2026, 11, 3, 6, 30)
+                ),
+                batch_id=batch,
+                kind=TransformationKind.BLEND,
+                location=prod_alp,
+                lot=code,
+                item=item,
+                quantity=_q(kg, "kg"),
+                reference_document=blend_doc,
+            )
+        )
         truth.links.append((f"ALP:{code}", "ALP:ALP-20261103-010", Decimal(kg)))
-    events.append(MaterialProduced(
-        envelope=alp_mes.envelope("MaterialProduced", f"{batch}/out", datetime(2026, 11, 3, 9, 45)),
-        batch_id=batch, kind=TransformationKind.BLEND, location=prod_alp, lot="ALP-20261103-010",
-        item=base, quantity=_q("1600", "kg"), reference_document=blend_doc,
-    ))
+    events.append(
+        MaterialProduced(
+            envelope=alp_mes.envelope(
+                "MaterialProduced", f"{batch}/out", datetime(2026, 11, 3, 9, 45)
+            ),
+            batch_id=batch,
+            kind=TransformationKind.BLEND,
+            location=prod_alp,
+            lot="ALP-20261103-010",
+            item=base,
+            quantity=_q("1600", "kg"),
+            reference_document=blend_doc,
+        )
+    )
 
     # Split of the blend into two lots (a repack order in the ERP).
-    events.append(Transformation(
-        envelope=alp_erp.envelope("Transformation", "WO-8802", datetime(2026, 11, 3, 14, 0)),
-        kind=TransformationKind.SPLIT, transformation_id="WO-8802", location=fg_alp,
-        inputs=[LotQuantity(lot="ALP-20261103-010", item=base, quantity=_q("1600", "kg"))],
-        outputs=[LotQuantity(lot="ALP-20261103-011", item=base, quantity=_q("1000", "kg")),
-                 LotQuantity(lot="ALP-20261103-012", item=base, quantity=_q("600", "kg"))],
-        reference_document=DocumentRef(doc_type="WORK_ORDER", number="WO-8802"),
-    ))
-    truth.links += [("ALP:ALP-20261103-010", "ALP:ALP-20261103-011", Decimal(1600)),
-                    ("ALP:ALP-20261103-010", "ALP:ALP-20261103-012", Decimal(1600))]
+    events.append(
+        Transformation(
+            envelope=alp_erp.envelope("Transformation", "WO-8802", datetime(2026, 11, 3, 14, 0)),
+            kind=TransformationKind.SPLIT,
+            transformation_id="WO-8802",
+            location=fg_alp,
+            inputs=[LotQuantity(lot="ALP-20261103-010", item=base, quantity=_q("1600", "kg"))],
+            outputs=[
+                LotQuantity(lot="ALP-20261103-011", item=base, quantity=_q("1000", "kg")),
+                LotQuantity(lot="ALP-20261103-012", item=base, quantity=_q("600", "kg")),
+            ],
+            reference_document=DocumentRef(doc_type="WORK_ORDER", number="WO-8802"),
+        )
+    )
+    truth.links += [
+        ("ALP:ALP-20261103-010", "ALP:ALP-20261103-011", Decimal(1600)),
+        ("ALP:ALP-20261103-010", "ALP:ALP-20261103-012", Decimal(1600)),
+    ]
 
     # Transfer of one half to Brookfield, relabelled there with a julian code in pounds.
     transfer_doc = DocumentRef(doc_type="TRANSFER_ORDER", number="TO-9001")
-    events.append(TransferShipped(
-        envelope=alp_erp.envelope("TransferShipped", "TO-9001/ship", datetime(2026, 11, 4, 8, 0)),
-        transfer_id="TO-9001", lot="ALP-20261103-011", item=base, quantity=_q("1000", "kg"),
-        from_location=fg_alp, to_location=dock_brk, reference_document=transfer_doc,
-    ))
+    events.append(
+        TransferShipped(
+            envelope=alp_erp.envelope(
+                "TransferShipped", "TO-9001/ship", datetime(2026, 11, 4, 8, 0)
+            ),
+            transfer_id="TO-9001",
+            lot="ALP-20261103-011",
+            item=base,
+            quantity=_q("1000", "kg"),
+            from_location=fg_alp,
+            to_location=dock_brk,
+            reference_document=transfer_doc,
+        )
+    )
     received_lb = "2204.62"
-    events.append(TransferReceived(
-        envelope=brk_erp.envelope("TransferReceived", "TO-9001/recv", datetime(2026, 11, 9, 13, 10)),
-        transfer_id="TO-9001", shipped_lot="ALP-20261103-011", shipped_lot_site="ALP",
-        lot="26313-01", item=base, quantity=_q(received_lb, "LB"), from_location=fg_alp,
-        receiving_location=dock_brk, reference_document=transfer_doc,
-    ))
+    events.append(
+        TransferReceived(
+            envelope=brk_erp.envelope(
+                "TransferReceived", "TO-9001/recv", datetime(2026, 11, 9, 13, 10)
+            ),
+            transfer_id="TO-9001",
+            shipped_lot="ALP-20261103-011",
+            shipped_lot_site="ALP",
+            lot="26313-01",
+            item=base,
+            quantity=_q(received_lb, "LB"),
+            from_location=fg_alp,
+            receiving_location=dock_brk,
+            reference_document=transfer_doc,
+        )
+    )
     truth.links.append(("ALP:ALP-20261103-011", "BRK:26313-01", Decimal(received_lb) * KG_PER_LB))
-    events.append(LotStatusChanged(
-        envelope=brk_erp.envelope("LotStatusChanged", "26313-01/AVAIL", datetime(2026, 11, 9, 15, 0)),
-        lot="26313-01", status="AVAIL", reason_code="COA-OK", actor="qa.olson",
-    ))
+    events.append(
+        LotStatusChanged(
+            envelope=brk_erp.envelope(
+                "LotStatusChanged", "26313-01/AVAIL", datetime(2026, 11, 9, 15, 0)
+            ),
+            lot="26313-01",
+            status="AVAIL",
+            reason_code="COA-OK",
+            actor="qa.olson",
+        )
+    )
 
-    def ship(source: _Source, site: str, code: str, qty: str, unit: str, kg: Decimal,
-             customer: Party, ship_to: Location, ship_from: Location, bol: str,
-             when: datetime) -> LotShipped:
+    def ship(
+        source: _Source,
+        site: str,
+        code: str,
+        qty: str,
+        unit: str,
+        kg: Decimal,
+        customer: Party,
+        ship_to: Location,
+        ship_from: Location,
+        bol: str,
+        when: datetime,
+    ) -> LotShipped:
         truth.shipments[f"{site}:{code}"].append((customer.name, kg))
         return LotShipped(
-            envelope=source.envelope("LotShipped", bol, when), lot=code, item=base,
-            quantity=_q(qty, unit), customer=customer, ship_to=ship_to, ship_from=ship_from,
-            tlc_source=fg_alp, reference_document=DocumentRef(doc_type="BOL", number=bol),
+            envelope=source.envelope("LotShipped", bol, when),
+            lot=code,
+            item=base,
+            quantity=_q(qty, unit),
+            customer=customer,
+            ship_to=ship_to,
+            ship_from=ship_from,
+            tlc_source=fg_alp,
+            reference_document=DocumentRef(doc_type="BOL", number=bol),
         )
 
     midwest = Party(party_id="C-5001", name="Midwest Grocers Inc")
     huber = Party(party_id="C-0420", name="Baeckerei Huber AG")
-    events.append(ship(brk_erp, "BRK", "26313-01", "1200", "LB", Decimal(1200) * KG_PER_LB, midwest,
-                       Location(location_id="GLN-0012345000058", name="Midwest Grocers DC Madison"),
-                       dock_brk, "BOL-77120", datetime(2026, 11, 10, 10, 30)))
-    events.append(ship(alp_erp, "ALP", "ALP-20261103-012", "400", "kg", Decimal(400), huber,
-                       Location(location_id="GLN-7612345000060", name="Baeckerei Huber Thusis"),
-                       fg_alp, "LS-20261105-3", datetime(2026, 11, 5, 7, 15)))
+    events.append(
+        ship(
+            brk_erp,
+            "BRK",
+            "26313-01",
+            "1200",
+            "LB",
+            Decimal(1200) * KG_PER_LB,
+            midwest,
+            Location(location_id="GLN-0012345000058", name="Midwest Grocers DC Madison"),
+            dock_brk,
+            "BOL-77120",
+            datetime(2026, 11, 10, 10, 30),
+        )
+    )
+    events.append(
+        ship(
+            alp_erp,
+            "ALP",
+            "ALP-20261103-012",
+            "400",
+            "kg",
+            Decimal(400),
+            huber,
+            Location(location_id="GLN-7612345000060", name="Baeckerei Huber Thusis"),
+            fg_alp,
+            "LS-20261105-3",
+            datetime(2026, 11, 5, 7, 15),
+        )
+    )
 
     dead_letters: set[str] = set()
     resends = 0
@@ -294,9 +469,16 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
         events.append(receipts[1])  # an exact re-send, as after a connector restart
         resends += 1
         odd = LotReceived(
-            envelope=brk_erp.envelope("LotReceived", "PO-88120/26313-02", datetime(2026, 11, 9, 9, 0)),
-            lot="26313-02", item=sugar, quantity=_q("40", "sacks"), supplier=sucre,
-            supplier_lot="SR-2026-140", receiving_location=dock_brk, ship_from=dock_brk,
+            envelope=brk_erp.envelope(
+                "LotReceived", "PO-88120/26313-02", datetime(2026, 11, 9, 9, 0)
+            ),
+            lot="26313-02",
+            item=sugar,
+            quantity=_q("40", "sacks"),
+            supplier=sucre,
+            supplier_lot="SR-2026-140",
+            receiving_location=dock_brk,
+            ship_from=dock_brk,
             reference_document=DocumentRef(doc_type="PO", number="PO-88120"),
         )
         events.append(odd)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, update
@@ -69,7 +69,7 @@ class Progress:
 
 def utc(value: datetime) -> datetime:
     """A datetime read back from the database, as aware UTC (SQLite drops the zone)."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def site_of(lot_id: str) -> str:
@@ -139,18 +139,27 @@ class GenealogyStore:
 
     # --- writing ---------------------------------------------------------------
 
-    def apply(self, events: Sequence[LotEventBase], progress: Iterable[Progress] = ()) -> ApplyResult:
+    def apply(
+        self, events: Sequence[LotEventBase], progress: Iterable[Progress] = ()
+    ) -> ApplyResult:
         """Store a batch of enterprise events and, in the same transaction, progress."""
         try:
             with self.engine.begin() as conn:
                 result = self._apply(conn, events)
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 for p in progress:
                     _upsert(
                         conn,
                         tables.consumer_progress,
-                        [{"consumer": p.consumer, "topic": p.topic, "partition": p.partition,
-                          "next_offset": p.next_offset, "updated_at": now}],
+                        [
+                            {
+                                "consumer": p.consumer,
+                                "topic": p.topic,
+                                "partition": p.partition,
+                                "next_offset": p.next_offset,
+                                "updated_at": now,
+                            }
+                        ],
                         keys=("consumer", "topic", "partition"),
                         update_cols=("next_offset", "updated_at"),
                     )
@@ -162,13 +171,13 @@ class GenealogyStore:
         ids = list({e.envelope.event_id for e in events})
         known: dict[str, str] = {}
         for chunk in _chunks(ids, 500):
-            rows = conn.execute(
+            found = conn.execute(
                 select(tables.events.c.event_id, tables.events.c.content_hash).where(
                     tables.events.c.event_id.in_(chunk)
                 )
             )
-            known.update({r.event_id: r.content_hash for r in rows})
-        now = datetime.now(timezone.utc)
+            known.update({r.event_id: r.content_hash for r in found})
+        now = datetime.now(UTC)
         fresh: list[LotEventBase] = []
         duplicates = 0
         conflicts: list[dict[str, Any]] = []
@@ -181,25 +190,44 @@ class GenealogyStore:
             elif seen == digest:
                 duplicates += 1
             else:
-                conflicts.append({"event_id": ev.envelope.event_id, "content_hash": digest,
-                                  "payload": ev.model_dump_json(), "seen_at": now})
+                conflicts.append(
+                    {
+                        "event_id": ev.envelope.event_id,
+                        "content_hash": digest,
+                        "payload": ev.model_dump_json(),
+                        "seen_at": now,
+                    }
+                )
         if conflicts:
             _insert_ignore(conn, tables.event_conflicts, conflicts)
         rows = _Rows()
         for ev in fresh:
             env = ev.envelope
             rows.add(
-                tables.events, event_id=env.event_id, event_type=env.event_type,
-                site=env.source.site, system_kind=env.source.system_kind.value,
-                system_instance=env.source.system_instance, sequence=env.sequence,
-                occurred_at=env.occurred_at.astimezone(timezone.utc),
-                recorded_at=env.recorded_at.astimezone(timezone.utc), ingested_at=now,
-                content_hash=known[env.event_id], payload=ev.model_dump_json(), voided_by=None,
+                tables.events,
+                event_id=env.event_id,
+                event_type=env.event_type,
+                site=env.source.site,
+                system_kind=env.source.system_kind.value,
+                system_instance=env.source.system_instance,
+                sequence=env.sequence,
+                occurred_at=env.occurred_at.astimezone(UTC),
+                recorded_at=env.recorded_at.astimezone(UTC),
+                ingested_at=now,
+                content_hash=known[env.event_id],
+                payload=ev.model_dump_json(),
+                voided_by=None,
             )
             _derive(ev, rows)
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
-        order = [tables.events, tables.lot_aliases, tables.lot_links,
-                 tables.batch_moves, tables.documents, tables.status_history]
+        order = [
+            tables.events,
+            tables.lot_aliases,
+            tables.lot_links,
+            tables.batch_moves,
+            tables.documents,
+            tables.status_history,
+        ]
         for table in order:
             if table.name in rows.by_table:
                 _insert_ignore(conn, table, rows.by_table[table.name])
@@ -218,11 +246,16 @@ class GenealogyStore:
         if not merged:
             return
         lots = tables.lots
-        ins: Any = postgresql.insert(lots) if conn.dialect.name == "postgresql" else sqlite.insert(lots)
+        ins: Any = (
+            postgresql.insert(lots) if conn.dialect.name == "postgresql" else sqlite.insert(lots)
+        )
         conn.execute(
             ins.on_conflict_do_update(
                 index_elements=["lot_id"],
-                set_={c: func.coalesce(lots.c[c], ins.excluded[c]) for c in ("item_code", "item_description")},
+                set_={
+                    c: func.coalesce(lots.c[c], ins.excluded[c])
+                    for c in ("item_code", "item_description")
+                },
             ),
             list(merged.values()),
         )
@@ -244,14 +277,22 @@ class GenealogyStore:
                 outs = [r for r in batch_rows if r.direction == "OUT"]
                 for i in ins:
                     for o in outs:
-                        links.append({
-                            "link_key": f"batch:{i.event_id}:{o.event_id}",
-                            "parent_lot": i.lot_id, "child_lot": o.lot_id, "kind": o.kind,
-                            "via": o.batch_id, "quantity_used": i.quantity, "unit_used": i.unit,
-                            "quantity_produced": o.quantity, "unit_produced": o.unit,
-                            "parent_event_id": i.event_id, "child_event_id": o.event_id,
-                            "occurred_at": max(utc(i.occurred_at), utc(o.occurred_at)),
-                        })
+                        links.append(
+                            {
+                                "link_key": f"batch:{i.event_id}:{o.event_id}",
+                                "parent_lot": i.lot_id,
+                                "child_lot": o.lot_id,
+                                "kind": o.kind,
+                                "via": o.batch_id,
+                                "quantity_used": i.quantity,
+                                "unit_used": i.unit,
+                                "quantity_produced": o.quantity,
+                                "unit_produced": o.unit,
+                                "parent_event_id": i.event_id,
+                                "child_event_id": o.event_id,
+                                "occurred_at": max(utc(i.occurred_at), utc(o.occurred_at)),
+                            }
+                        )
         if links:
             _insert_ignore(conn, tables.lot_links, links)
 
@@ -261,11 +302,13 @@ class GenealogyStore:
         for ev in fresh:
             if not isinstance(ev, LotStatusChanged):
                 continue
-            at = ev.envelope.occurred_at.astimezone(timezone.utc)
+            at = ev.envelope.occurred_at.astimezone(UTC)
             current = conn.execute(select(lots.c.status_at).where(lots.c.lot_id == ev.lot)).first()
             if current is None or current.status_at is None or utc(current.status_at) <= at:
                 conn.execute(
-                    update(lots).where(lots.c.lot_id == ev.lot).values(status=ev.status, status_at=at)
+                    update(lots)
+                    .where(lots.c.lot_id == ev.lot)
+                    .values(status=ev.status, status_at=at)
                 )
 
     def _apply_corrections(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
@@ -281,10 +324,16 @@ class GenealogyStore:
 
     def heartbeat(self, component: str, *, healthy: bool, detail: str = "") -> None:
         """Record that ``component`` is alive (and whether it is making progress)."""
-        _upsert_engine(self.engine, tables.heartbeats, {
-            "component": component, "seen_at": datetime.now(timezone.utc),
-            "healthy": healthy, "detail": detail,
-        })
+        _upsert_engine(
+            self.engine,
+            tables.heartbeats,
+            {
+                "component": component,
+                "seen_at": datetime.now(UTC),
+                "healthy": healthy,
+                "detail": detail,
+            },
+        )
 
     def last_heartbeat(self, component: str) -> tuple[datetime, bool, str] | None:
         """When ``component`` last reported, whether healthy, and its detail."""
@@ -303,76 +352,169 @@ class GenealogyStore:
 def _derive(ev: LotEventBase, rows: _Rows) -> None:
     """The lots, aliases, links, moves, documents and statuses one event implies."""
     env = ev.envelope
-    at = env.occurred_at.astimezone(timezone.utc)
+    at = env.occurred_at.astimezone(UTC)
     eid = env.event_id
 
     def lot(lot_id: str, item: Any = None) -> None:
-        rows.add(tables.lots, lot_id=lot_id, site=site_of(lot_id),
-                 item_code=item.item_code if item else None,
-                 item_description=item.description if item else None, status=None, status_at=None)
-        rows.add(tables.lot_aliases, alias=lot_id.split(":", 1)[1], alias_kind="SITE_LOT",
-                 lot_id=lot_id)
+        rows.add(
+            tables.lots,
+            lot_id=lot_id,
+            site=site_of(lot_id),
+            item_code=item.item_code if item else None,
+            item_description=item.description if item else None,
+            status=None,
+            status_at=None,
+        )
+        rows.add(
+            tables.lot_aliases, alias=lot_id.split(":", 1)[1], alias_kind="SITE_LOT", lot_id=lot_id
+        )
 
-    def document(lot_id: str, cte: str, q: Quantity, doc: Any, *, party: Any = None,
-                 partner_lot: str | None = None, location: Any = None) -> None:
-        rows.add(tables.documents, event_id=eid, lot_id=lot_id, cte=cte, doc_type=doc.doc_type,
-                 doc_number=doc.number, site=env.source.site,
-                 party_id=party.party_id if party else None, party_name=party.name if party else None,
-                 partner_lot=partner_lot, location_id=location.location_id if location else None,
-                 location_name=location.name if location else None,
-                 quantity=q.value, unit=q.unit, occurred_at=at)
+    def document(
+        lot_id: str,
+        cte: str,
+        q: Quantity,
+        doc: Any,
+        *,
+        party: Any = None,
+        partner_lot: str | None = None,
+        location: Any = None,
+    ) -> None:
+        rows.add(
+            tables.documents,
+            event_id=eid,
+            lot_id=lot_id,
+            cte=cte,
+            doc_type=doc.doc_type,
+            doc_number=doc.number,
+            site=env.source.site,
+            party_id=party.party_id if party else None,
+            party_name=party.name if party else None,
+            partner_lot=partner_lot,
+            location_id=location.location_id if location else None,
+            location_name=location.name if location else None,
+            quantity=q.value,
+            unit=q.unit,
+            occurred_at=at,
+        )
 
     if isinstance(ev, LotReceived):
         lot(ev.lot, ev.item)
-        rows.add(tables.lot_aliases, alias=ev.supplier_lot, alias_kind="SUPPLIER_LOT",
-                 lot_id=ev.lot)
-        document(ev.lot, "RECEIVING", ev.quantity, ev.reference_document, party=ev.supplier,
-                 partner_lot=ev.supplier_lot, location=ev.ship_from)
+        rows.add(
+            tables.lot_aliases, alias=ev.supplier_lot, alias_kind="SUPPLIER_LOT", lot_id=ev.lot
+        )
+        document(
+            ev.lot,
+            "RECEIVING",
+            ev.quantity,
+            ev.reference_document,
+            party=ev.supplier,
+            partner_lot=ev.supplier_lot,
+            location=ev.ship_from,
+        )
     elif isinstance(ev, Transformation):
         for x in [*ev.inputs, *ev.outputs]:
             lot(x.lot, x.item)
         for i in ev.inputs:
             for o in ev.outputs:
-                rows.add(tables.lot_links, link_key=f"tf:{eid}:{i.lot}:{o.lot}", parent_lot=i.lot,
-                         child_lot=o.lot, kind=ev.kind.value, via=ev.transformation_id,
-                         quantity_used=i.quantity.value, unit_used=i.quantity.unit,
-                         quantity_produced=o.quantity.value, unit_produced=o.quantity.unit,
-                         parent_event_id=eid, child_event_id=eid, occurred_at=at)
+                rows.add(
+                    tables.lot_links,
+                    link_key=f"tf:{eid}:{i.lot}:{o.lot}",
+                    parent_lot=i.lot,
+                    child_lot=o.lot,
+                    kind=ev.kind.value,
+                    via=ev.transformation_id,
+                    quantity_used=i.quantity.value,
+                    unit_used=i.quantity.unit,
+                    quantity_produced=o.quantity.value,
+                    unit_produced=o.quantity.unit,
+                    parent_event_id=eid,
+                    child_event_id=eid,
+                    occurred_at=at,
+                )
         for o in ev.outputs:
-            document(o.lot, "TRANSFORMATION", o.quantity, ev.reference_document, location=ev.location)
+            document(
+                o.lot, "TRANSFORMATION", o.quantity, ev.reference_document, location=ev.location
+            )
     elif isinstance(ev, MaterialConsumed | MaterialProduced):
         lot(ev.lot, ev.item)
-        rows.add(tables.batch_moves, event_id=eid, batch_id=ev.batch_id,
-                 direction="IN" if isinstance(ev, MaterialConsumed) else "OUT", kind=ev.kind.value,
-                 lot_id=ev.lot, quantity=ev.quantity.value, unit=ev.quantity.unit, occurred_at=at)
+        rows.add(
+            tables.batch_moves,
+            event_id=eid,
+            batch_id=ev.batch_id,
+            direction="IN" if isinstance(ev, MaterialConsumed) else "OUT",
+            kind=ev.kind.value,
+            lot_id=ev.lot,
+            quantity=ev.quantity.value,
+            unit=ev.quantity.unit,
+            occurred_at=at,
+        )
         if isinstance(ev, MaterialProduced):
-            document(ev.lot, "TRANSFORMATION", ev.quantity, ev.reference_document, location=ev.location)
+            document(
+                ev.lot, "TRANSFORMATION", ev.quantity, ev.reference_document, location=ev.location
+            )
     elif isinstance(ev, TransferShipped):
         lot(ev.lot, ev.item)
-        document(ev.lot, "TRANSFER_SHIPPED", ev.quantity, ev.reference_document, location=ev.to_location)
+        document(
+            ev.lot, "TRANSFER_SHIPPED", ev.quantity, ev.reference_document, location=ev.to_location
+        )
     elif isinstance(ev, TransferReceived):
         lot(ev.lot, ev.item)
         lot(ev.shipped_lot, ev.item)
-        rows.add(tables.lot_links, link_key=f"transfer:{eid}", parent_lot=ev.shipped_lot,
-                 child_lot=ev.lot, kind="TRANSFER", via=ev.transfer_id,
-                 quantity_used=ev.quantity.value, unit_used=ev.quantity.unit,
-                 quantity_produced=ev.quantity.value, unit_produced=ev.quantity.unit,
-                 parent_event_id=eid, child_event_id=eid, occurred_at=at)
-        document(ev.lot, "TRANSFER_RECEIVED", ev.quantity, ev.reference_document,
-                 partner_lot=ev.shipped_lot, location=ev.from_location)
+        rows.add(
+            tables.lot_links,
+            link_key=f"transfer:{eid}",
+            parent_lot=ev.shipped_lot,
+            child_lot=ev.lot,
+            kind="TRANSFER",
+            via=ev.transfer_id,
+            quantity_used=ev.quantity.value,
+            unit_used=ev.quantity.unit,
+            quantity_produced=ev.quantity.value,
+            unit_produced=ev.quantity.unit,
+            parent_event_id=eid,
+            child_event_id=eid,
+            occurred_at=at,
+        )
+        document(
+            ev.lot,
+            "TRANSFER_RECEIVED",
+            ev.quantity,
+            ev.reference_document,
+            partner_lot=ev.shipped_lot,
+            location=ev.from_location,
+        )
     elif isinstance(ev, LotShipped):
         lot(ev.lot, ev.item)
-        document(ev.lot, "SHIPPING", ev.quantity, ev.reference_document, party=ev.customer,
-                 location=ev.ship_to)
+        document(
+            ev.lot,
+            "SHIPPING",
+            ev.quantity,
+            ev.reference_document,
+            party=ev.customer,
+            location=ev.ship_to,
+        )
     elif isinstance(ev, CustomerReturn):
         lot(ev.lot, ev.item)
-        document(ev.lot, "RETURN", ev.quantity, ev.reference_document, party=ev.customer,
-                 location=ev.receiving_location)
+        document(
+            ev.lot,
+            "RETURN",
+            ev.quantity,
+            ev.reference_document,
+            party=ev.customer,
+            location=ev.receiving_location,
+        )
     elif isinstance(ev, LotStatusChanged):
         lot(ev.lot)
-        rows.add(tables.status_history, event_id=eid, lot_id=ev.lot, status=ev.status,
-                 reason_code=ev.reason_code, actor=ev.actor, occurred_at=at,
-                 recorded_at=env.recorded_at.astimezone(timezone.utc))
+        rows.add(
+            tables.status_history,
+            event_id=eid,
+            lot_id=ev.lot,
+            status=ev.status,
+            reason_code=ev.reason_code,
+            actor=ev.actor,
+            occurred_at=at,
+            recorded_at=env.recorded_at.astimezone(UTC),
+        )
     elif isinstance(ev, LotAliasLinked):
         lot(ev.lot)
         rows.add(tables.lot_aliases, alias=ev.alias, alias_kind=ev.alias_kind, lot_id=ev.lot)
@@ -397,9 +539,17 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -
         raise ConfigurationError(f"database {dialect!r} is not supported; use SQLite or PostgreSQL")
 
 
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, keys: Sequence[str],
-            update_cols: Sequence[str]) -> None:
-    ins: Any = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+def _upsert(
+    conn: Connection,
+    table: Table,
+    rows: list[dict[str, Any]],
+    *,
+    keys: Sequence[str],
+    update_cols: Sequence[str],
+) -> None:
+    ins: Any = (
+        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    )
     stmt = ins.on_conflict_do_update(
         index_elements=list(keys), set_={c: ins.excluded[c] for c in update_cols}
     )
@@ -418,5 +568,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-
-

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
 
@@ -112,16 +113,21 @@ def resolve_lot(store: GenealogyStore, lot: str) -> str:
     with store.engine.connect() as conn:
         if conn.execute(select(tables.lots.c.lot_id).where(tables.lots.c.lot_id == lot)).first():
             return lot
-        matches = sorted({
-            r.lot_id for r in conn.execute(
-                select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
-            )
-        })
+        matches = sorted(
+            {
+                r.lot_id
+                for r in conn.execute(
+                    select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
+                )
+            }
+        )
     if not matches:
         raise LotNotFoundError(f"no lot has the id or alias {lot!r}")
     if len(matches) > 1:
-        raise LotNotFoundError(f"alias {lot!r} names several lots: {', '.join(matches)}; use the lot id")
-    return matches[0]
+        raise LotNotFoundError(
+            f"alias {lot!r} names several lots: {', '.join(matches)}; use the lot id"
+        )
+    return str(matches[0])
 
 
 def trace(
@@ -142,8 +148,10 @@ def trace(
     ev = tables.events
     near = links.c.child_lot if direction is Direction.BACKWARD else links.c.parent_lot
     voided = exists().where(
-        and_(or_(ev.c.event_id == links.c.parent_event_id, ev.c.event_id == links.c.child_event_id),
-             ev.c.voided_by.is_not(None))
+        and_(
+            or_(ev.c.event_id == links.c.parent_event_id, ev.c.event_id == links.c.child_event_id),
+            ev.c.voided_by.is_not(None),
+        )
     )
     depth_of = {root: 0}
     edges: dict[str, TraceEdge] = {}
@@ -158,9 +166,14 @@ def trace(
                 chunk = frontier[start : start + 500]
                 for r in conn.execute(select(links).where(near.in_(chunk), ~voided)):
                     edges[r.link_key] = TraceEdge(
-                        parent_lot=r.parent_lot, child_lot=r.child_lot, kind=r.kind, via=r.via,
-                        quantity_used=r.quantity_used, unit_used=r.unit_used,
-                        quantity_produced=r.quantity_produced, unit_produced=r.unit_produced,
+                        parent_lot=r.parent_lot,
+                        child_lot=r.child_lot,
+                        kind=r.kind,
+                        via=r.via,
+                        quantity_used=r.quantity_used,
+                        unit_used=r.unit_used,
+                        quantity_produced=r.quantity_produced,
+                        unit_produced=r.unit_produced,
                         occurred_at=utc(r.occurred_at),
                     )
                     other = r.parent_lot if direction is Direction.BACKWARD else r.child_lot
@@ -177,26 +190,46 @@ def trace(
                 conn.execute(select(links.c.link_key).where(near.in_(chunk)).limit(1)).first()
                 for chunk in (frontier[i : i + 500] for i in range(0, len(frontier), 500))
             )
-        lot_rows = []
-        doc_rows = []
+        lot_rows: list[Any] = []
+        doc_rows: list[Any] = []
         reached = list(depth_of)
         docs = tables.documents
-        doc_voided = exists().where(and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None)))
+        doc_voided = exists().where(
+            and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None))
+        )
         for start in range(0, len(reached), 500):
             chunk = reached[start : start + 500]
-            lot_rows.extend(conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk))))
+            lot_rows.extend(
+                conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk)))
+            )
             doc_rows.extend(conn.execute(select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided)))
     lots = [
-        TraceLot(lot_id=r.lot_id, site=r.site, item_code=r.item_code,
-                 item_description=r.item_description, status=r.status, depth=depth_of[r.lot_id])
+        TraceLot(
+            lot_id=r.lot_id,
+            site=r.site,
+            item_code=r.item_code,
+            item_description=r.item_description,
+            status=r.status,
+            depth=depth_of[r.lot_id],
+        )
         for r in lot_rows
     ]
     documents = [
         TraceDocument(
-            event_id=r.event_id, lot_id=r.lot_id, cte=r.cte, doc_type=r.doc_type,
-            doc_number=r.doc_number, site=r.site, party_id=r.party_id, party_name=r.party_name,
-            partner_lot=r.partner_lot, location_id=r.location_id, location_name=r.location_name,
-            quantity=r.quantity, unit=r.unit, occurred_at=utc(r.occurred_at),
+            event_id=r.event_id,
+            lot_id=r.lot_id,
+            cte=r.cte,
+            doc_type=r.doc_type,
+            doc_number=r.doc_number,
+            site=r.site,
+            party_id=r.party_id,
+            party_name=r.party_name,
+            partner_lot=r.partner_lot,
+            location_id=r.location_id,
+            location_name=r.location_name,
+            quantity=r.quantity,
+            unit=r.unit,
+            occurred_at=utc(r.occurred_at),
         )
         for r in doc_rows
     ]

@@ -22,12 +22,21 @@ from schemas.errors import FatalError, LotHubError, RetriableError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lothub", description="Lot-traceability integration hub")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run the whole hub (embedded broker unless LOTHUB_KAFKA_BOOTSTRAP)")
-    up.add_argument("--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)")
+    up = sub.add_parser(
+        "up", help="run the whole hub (embedded broker unless LOTHUB_KAFKA_BOOTSTRAP)"
+    )
+    up.add_argument(
+        "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
+    )
     demo = sub.add_parser("demo", help="run the hub with the two-site plant simulator")
-    demo.add_argument("--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)")
-    demo.add_argument("--check", action="store_true",
-                      help="verify every expected trace over HTTP, print one line, exit 0 or 1")
+    demo.add_argument(
+        "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
+    )
+    demo.add_argument(
+        "--check",
+        action="store_true",
+        help="verify every expected trace over HTTP, print one line, exit 0 or 1",
+    )
     sub.add_parser("worker", help="run one stream worker (normalize + store sink)")
     db = sub.add_parser("db", help="genealogy store schema")
     db.add_argument("action", choices=["upgrade"])
@@ -43,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {"api_port": args.port} if getattr(args, "port", None) is not None else {}
         settings = Settings.from_env(**overrides)
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
         return _run(args, settings)
     except FatalError as exc:
         print(f"lothub: {exc}", file=sys.stderr)
@@ -65,8 +76,10 @@ def _run(args: argparse.Namespace, settings: object) -> int:
 
         with Hub(settings) as hub:
             hub.wait_ready()
-            print(f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
-                  flush=True)
+            print(
+                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
+                flush=True,
+            )
             hub.supervise()
         return 0
     if args.command == "demo":
@@ -85,7 +98,9 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         return 0
     if args.command == "topics":
         for name, spec in settings.topics.all():
-            print(f"{name}\n  schema:    {spec.schema}\n  producers: {', '.join(spec.producers)}\n"
-                  f"  consumers: {', '.join(spec.consumers)}\n  dead letters: {spec.dead_letter or '-'}")
+            print(
+                f"{name}\n  schema:    {spec.schema}\n  producers: {', '.join(spec.producers)}\n"
+                f"  consumers: {', '.join(spec.consumers)}\n  dead letters: {spec.dead_letter or '-'}"
+            )
         return 0
     raise AssertionError(args.command)  # argparse only lets known commands through

@@ -47,7 +47,9 @@ def verify_traces(client: httpx.Client, truth: GroundTruth) -> Verdict:
         response = client.get(f"/api/v1/lots/{lot}/trace", params={"direction": direction})
         verdict.checked += 1
         if response.status_code != 200:
-            verdict.failures.append(f"{direction} trace of {lot}: HTTP {response.status_code} {response.text[:200]}")
+            verdict.failures.append(
+                f"{direction} trace of {lot}: HTTP {response.status_code} {response.text[:200]}"
+            )
             return None
         body: dict[str, Any] = response.json()
         return body
@@ -59,18 +61,25 @@ def verify_traces(client: httpx.Client, truth: GroundTruth) -> Verdict:
         suppliers = {d["partner_lot"] for d in body["documents"] if d["cte"] == "RECEIVING"}
         if suppliers != truth.backward_supplier_lots(lot):
             verdict.failures.append(
-                f"backward {lot}: supplier lots {sorted(suppliers)} != {sorted(truth.backward_supplier_lots(lot))}")
+                f"backward {lot}: supplier lots {sorted(suppliers)} != {sorted(truth.backward_supplier_lots(lot))}"
+            )
         lots = {x["lot_id"] for x in body["lots"]}
         if lots != truth.ancestors(lot) | {lot}:
-            verdict.failures.append(f"backward {lot}: lots {sorted(lots)} != {sorted(truth.ancestors(lot) | {lot})}")
+            verdict.failures.append(
+                f"backward {lot}: lots {sorted(lots)} != {sorted(truth.ancestors(lot) | {lot})}"
+            )
         expected = {(p, c): q for p, c, q in truth.links_within(lots)}
         got = {(e["parent_lot"], e["child_lot"]): e["quantity_used"] for e in body["edges"]}
         if set(got) != set(expected):
             verdict.failures.append(f"backward {lot}: edges {sorted(got)} != {sorted(expected)}")
         for key, quantity in got.items():
-            if key in expected and (quantity["unit"] != "KGM"
-                                    or abs(Decimal(quantity["value"]) - expected[key]) > TOLERANCE_KG):
-                verdict.failures.append(f"backward {lot}: edge {key} carries {quantity}, expected {expected[key]} KGM")
+            if key in expected and (
+                quantity["unit"] != "KGM"
+                or abs(Decimal(quantity["value"]) - expected[key]) > TOLERANCE_KG
+            ):
+                verdict.failures.append(
+                    f"backward {lot}: edge {key} carries {quantity}, expected {expected[key]} KGM"
+                )
     for lot in sorted(truth.supplier_lots):
         body = get(lot, "forward")
         if body is None:
@@ -78,7 +87,8 @@ def verify_traces(client: httpx.Client, truth: GroundTruth) -> Verdict:
         customers = {d["party_name"] for d in body["documents"] if d["cte"] == "SHIPPING"}
         if customers != truth.forward_customers(lot):
             verdict.failures.append(
-                f"forward {lot}: customers {sorted(customers)} != {sorted(truth.forward_customers(lot))}")
+                f"forward {lot}: customers {sorted(customers)} != {sorted(truth.forward_customers(lot))}"
+            )
     for lot in truth.shipped_lots():  # any site's own code finds the lot too
         site_code = lot.split(":", 1)[1]
         body = get(site_code, "backward")
@@ -90,8 +100,12 @@ def verify_traces(client: httpx.Client, truth: GroundTruth) -> Verdict:
 def dead_letter_ids(settings: Settings, serde: Serde, timeout_s: float = 10.0) -> set[str]:
     """Event ids of everything on the raw dead-letter topic."""
     topic = settings.topics.raw_dlq
-    consumer = Consumer({**settings.consumer_config(f"lothub-demo-check-{time.time_ns()}"),
-                         "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            **settings.consumer_config(f"lothub-demo-check-{time.time_ns()}"),
+            "enable.partition.eof": True,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
@@ -102,35 +116,44 @@ def dead_letter_ids(settings: Settings, serde: Serde, timeout_s: float = 10.0) -
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
             if msg.error():
-                at_end.add(msg.partition())
+                at_end.add(partition)
                 continue
             try:
-                ids.add(serde.decode(msg.value(), topic=topic, partition=msg.partition(),
-                                     offset=msg.offset()).envelope.event_id)
+                event = serde.decode(
+                    msg.value() or b"", topic=topic, partition=partition, offset=offset
+                )
+                ids.add(event.envelope.event_id)
             except DataError:
-                ids.add(f"<undecodable at offset {msg.offset()}>")
+                ids.add(f"<undecodable at offset {offset}>")
         return ids
     finally:
         consumer.close()
 
 
-def run_scenario(hub: Hub, scenario: Scenario, *, timeout_s: float = 90.0) -> tuple[Verdict, set[str]]:
+def run_scenario(
+    hub: Hub, scenario: Scenario, *, timeout_s: float = 90.0
+) -> tuple[Verdict, set[str]]:
     """Publish the scenario, then wait until the API answers it right (or time runs out)."""
     settings = hub.settings
     serde = make_serde(settings.schema_registry_url)
     publisher = KafkaPublisher(settings.producer_config(), serde, settings.topics.raw)
     publisher.publish(scenario.events)
-    print(f"  published {len(scenario.events)} raw events from 2 sites "
-          f"({scenario.resends} re-send, {len(scenario.expected_dead_letters)} with an unmapped unit)",
-          flush=True)
+    print(
+        f"  published {len(scenario.events)} raw events from 2 sites "
+        f"({scenario.resends} re-send, {len(scenario.expected_dead_letters)} with an unmapped unit)",
+        flush=True,
+    )
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=hub.api_url, timeout=10.0) as client:
         while True:
             hub.check_alive()
             verdict = verify_traces(client, scenario.truth)
             dead = dead_letter_ids(settings, serde, 5.0)
-            if (verdict.ok and dead == scenario.expected_dead_letters) or time.monotonic() > deadline:
+            if (
+                verdict.ok and dead == scenario.expected_dead_letters
+            ) or time.monotonic() > deadline:
                 return verdict, dead
             time.sleep(1.0)
 
@@ -138,10 +161,16 @@ def run_scenario(hub: Hub, scenario: Scenario, *, timeout_s: float = 90.0) -> tu
 def run_demo(settings: Settings, *, check: bool) -> int:
     """Start the hub, play the scenario; with ``check`` verify and exit, else keep serving."""
     started = time.monotonic()
-    print("lothub demo: starting the embedded stack (broker, stream worker, store, API)...", flush=True)
+    print(
+        "lothub demo: starting the embedded stack (broker, stream worker, store, API)...",
+        flush=True,
+    )
     with Hub(settings) as hub:
         hub.wait_ready()
-        print(f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}", flush=True)
+        print(
+            f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}",
+            flush=True,
+        )
         scenario = build_scenario(hub.settings.sites(), faults=True)
         verdict, dead = run_scenario(hub, scenario)
         dead_ok = dead == scenario.expected_dead_letters
@@ -150,14 +179,20 @@ def run_demo(settings: Settings, *, check: bool) -> int:
             for failure in verdict.failures:
                 print(f"  FAIL {failure}")
             if not dead_ok:
-                print(f"  FAIL dead letters {sorted(dead)} != {sorted(scenario.expected_dead_letters)}")
+                print(
+                    f"  FAIL dead letters {sorted(dead)} != {sorted(scenario.expected_dead_letters)}"
+                )
             status = "PASS" if verdict.ok and dead_ok else "FAIL"
-            print(f"demo check: {status} - {verdict.checked - len(verdict.failures)}/{verdict.checked} "
-                  f"traces right, {len(dead)}/{len(scenario.expected_dead_letters)} dead letter(s) as "
-                  f"expected, {elapsed:.1f}s")
+            print(
+                f"demo check: {status} - {verdict.checked - len(verdict.failures)}/{verdict.checked} "
+                f"traces right, {len(dead)}/{len(scenario.expected_dead_letters)} dead letter(s) as "
+                f"expected, {elapsed:.1f}s"
+            )
             return 0 if status == "PASS" else 1
         lot = scenario.truth.shipped_lots()[0]
-        print(f"\n  {'all traces verified' if verdict.ok else 'WARNING: some traces are not right yet'}.")
+        print(
+            f"\n  {'all traces verified' if verdict.ok else 'WARNING: some traces are not right yet'}."
+        )
         print(f"  Try:  curl '{hub.api_url}/api/v1/lots/{lot}/trace?direction=backward'")
         print(f"        curl '{hub.api_url}/api/v1/lots/AD-5531/trace?direction=forward'")
         print(f"  API docs: {hub.api_url}/docs    Stop with Ctrl-C.", flush=True)

@@ -27,7 +27,8 @@ from typing import Any
 
 import uvicorn
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from genealogy.store import GenealogyStore
 from lothub.settings import Settings
@@ -94,17 +95,23 @@ class EmbeddedBroker:
         with self.log_path.open("ab") as out:
             self._process = subprocess.Popen(
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise FatalError(f"embedded broker exited with {self._process.returncode}; see {self.log_path}")
+                raise FatalError(
+                    f"embedded broker exited with {self._process.returncode}; see {self.log_path}"
+                )
             if _port_open(self.port) and broker_answers({"bootstrap.servers": self.bootstrap}, 1.0):
                 return
             time.sleep(0.2)
         self.stop()
-        raise BrokerUnavailableError(f"embedded broker did not answer within {timeout_s:.0f}s; see {self.log_path}")
+        raise BrokerUnavailableError(
+            f"embedded broker did not answer within {timeout_s:.0f}s; see {self.log_path}"
+        )
 
     def alive(self) -> bool:
         """True while the broker process runs."""
@@ -131,13 +138,20 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
-    new = [NewTopic(name, num_partitions=spec.partitions, replication_factor=1)
-           for name, spec in wanted.items() if name not in existing]
-    for name, future in (admin.create_topics(new, request_timeout=timeout_s) if new else {}).items():
+    new = [
+        NewTopic(name, num_partitions=spec.partitions, replication_factor=1)
+        for name, spec in wanted.items()
+        if name not in existing
+    ]
+    for name, future in (
+        admin.create_topics(new, request_timeout=timeout_s) if new else {}
+    ).items():
         try:
             future.result(timeout=timeout_s)
         except KafkaException as exc:
-            if exc.args and getattr(exc.args[0], "code", lambda: None)() == 36:  # TOPIC_ALREADY_EXISTS
+            if (
+                exc.args and getattr(exc.args[0], "code", lambda: None)() == 36
+            ):  # TOPIC_ALREADY_EXISTS
                 continue
             raise BrokerUnavailableError(f"cannot create topic {name}: {exc}") from exc
     return sorted(wanted)
@@ -173,7 +187,9 @@ class Hub:
         if not self.settings.kafka_bootstrap:
             self.broker = EmbeddedBroker(self.logs / "broker.log")
             self.broker.start()
-            self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
+            self.settings = self.settings.model_copy(
+                update={"kafka_bootstrap": self.broker.bootstrap}
+            )
             log.info("embedded broker (Tansu) on %s", self.broker.bootstrap)
         ensure_topics(self.settings)
         self.store = GenealogyStore.connect(self.settings.store_url)
@@ -184,15 +200,17 @@ class Hub:
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "LOTHUB_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
-            "LOTHUB_DATABASE_URL": self.settings.store_url,
-            "LOTHUB_SITE_CONFIG": str(self.settings.site_config),
-            "LOTHUB_TOPIC_PREFIX": self.settings.topic_prefix,
-            "LOTHUB_DATA_DIR": str(self.settings.data_dir),
-            "LOTHUB_SESSION_TIMEOUT_S": str(self.settings.session_timeout_s),
-            "LOTHUB_WORKER_GROUP": self.settings.worker_group,
-        })
+        env.update(
+            {
+                "LOTHUB_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
+                "LOTHUB_DATABASE_URL": self.settings.store_url,
+                "LOTHUB_SITE_CONFIG": str(self.settings.site_config),
+                "LOTHUB_TOPIC_PREFIX": self.settings.topic_prefix,
+                "LOTHUB_DATA_DIR": str(self.settings.data_dir),
+                "LOTHUB_SESSION_TIMEOUT_S": str(self.settings.session_timeout_s),
+                "LOTHUB_WORKER_GROUP": self.settings.worker_group,
+            }
+        )
         if self.settings.schema_registry_url:
             env["LOTHUB_SCHEMA_REGISTRY_URL"] = self.settings.schema_registry_url
         return env
@@ -202,16 +220,26 @@ class Hub:
         with (self.logs / "worker.log").open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "lothub", "worker"],
-                env=self._child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self._child_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def _start_api(self) -> None:
         assert self.store is not None
         app = create_app(self.store, readiness=self.readiness)
-        config = uvicorn.Config(app, host=self.settings.api_host, port=self.api_port,
-                                log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            app,
+            host=self.settings.api_host,
+            port=self.api_port,
+            log_level="warning",
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
-        self._server_thread = threading.Thread(target=self._server.run, name="trace-api", daemon=True)
+        self._server_thread = threading.Thread(
+            target=self._server.run, name="trace-api", daemon=True
+        )
         self._server_thread.start()
 
     def readiness(self) -> dict[str, bool]:
@@ -253,7 +281,9 @@ class Hub:
     def check_alive(self) -> None:
         """Raise if a child died: a hub with a dead part must not pretend to run."""
         if self.worker is not None and self.worker.poll() is not None:
-            raise FatalError(f"stream worker exited with {self.worker.returncode}; see {self.logs / 'worker.log'}")
+            raise FatalError(
+                f"stream worker exited with {self.worker.returncode}; see {self.logs / 'worker.log'}"
+            )
         if self.broker is not None and not self.broker.alive():
             raise FatalError(f"embedded broker exited; see {self.logs / 'broker.log'}")
 
@@ -287,8 +317,12 @@ class Hub:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

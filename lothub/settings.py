@@ -63,7 +63,8 @@ class Settings(BaseSettings):
             return cls(**overrides)
         except ValidationError as exc:
             problems = "; ".join(
-                f"LOTHUB_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+                f"LOTHUB_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 
@@ -147,7 +148,9 @@ class Settings(BaseSettings):
 
             conf["broker_credentials"] = faust.SASLCredentials(
                 username=self.kafka_sasl_username or "",
-                password=self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else "",
+                password=self.kafka_sasl_password.get_secret_value()
+                if self.kafka_sasl_password
+                else "",
                 mechanism=self.kafka_sasl_mechanism or "PLAIN",
             )
         return conf

@@ -393,7 +393,7 @@ def _names_match(r: _Node, w: _Node) -> bool:
     w_full = w.full_name or ""
     if _short(r.full_name or "") == _short(w_full):
         return True
-    for alias in r.attrs.get("aliases", ()):
-        if isinstance(alias, str) and _short(alias) == _short(w_full):
-            return True
-    return False
+    return any(
+        isinstance(alias, str) and _short(alias) == _short(w_full)
+        for alias in r.attrs.get("aliases", ())
+    )

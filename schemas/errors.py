@@ -76,9 +76,7 @@ class DecodeError(DataError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
-        super().__init__(
-            f"cannot decode record at {topic}[{partition}]@{offset}: {reason}"
-        )
+        super().__init__(f"cannot decode record at {topic}[{partition}]@{offset}: {reason}")
 
 
 class UnknownSchemaError(DecodeError):

@@ -27,7 +27,7 @@ Example::
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -60,7 +60,9 @@ def stable_event_id(system_instance: str, record_kind: str, record_key: str) -> 
     ``record_key`` is whatever identifies the record in its system (a primary key,
     a message id, a file name and line number).
     """
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{system_instance}\x1f{record_kind}\x1f{record_key}"))
+    return str(
+        uuid.uuid5(EVENT_ID_NAMESPACE, f"{system_instance}\x1f{record_kind}\x1f{record_key}")
+    )
 
 
 class _Model(BaseModel):
@@ -163,9 +165,9 @@ class Envelope(_Model):
         data: dict[str, Any] = handler(self)
         if info.context == "avro":
             offset = self.occurred_at.utcoffset() or timedelta(0)
-            data["occurred_at"] = self.occurred_at.astimezone(timezone.utc)
+            data["occurred_at"] = self.occurred_at.astimezone(UTC)
             data["occurred_at_utc_offset_minutes"] = int(offset.total_seconds() // 60)
-            data["recorded_at"] = self.recorded_at.astimezone(timezone.utc)
+            data["recorded_at"] = self.recorded_at.astimezone(UTC)
         return data
 
 

@@ -84,7 +84,11 @@ def _load_catalog(folder: Path) -> SchemaCatalog:
     schemas: dict[str, EventSchema] = {}
     for event_type in EVENT_TYPES:
         name = event_type.__name__
-        parsed = fastavro.schema.load_schema(folder / f"{NAMESPACE}.{name}.avsc", _write_hint=False)
+        parsed = fastavro.schema.load_schema(
+            str(folder / f"{NAMESPACE}.{name}.avsc"), _write_hint=False
+        )
+        if not isinstance(parsed, dict):
+            raise EventValidationError(f"{name}.avsc must hold one record schema")
         canonical = fastavro.schema.to_parsing_canonical_form(parsed)
         fp_hex = fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
         schemas[name] = EventSchema(
@@ -132,7 +136,7 @@ class SingleObjectSerde:
 
     def decode(self, data: bytes, *, topic: str, partition: int, offset: int) -> LotEventBase:
         """Resolve the fingerprint, read the body, validate the event."""
-        where = {"topic": topic, "partition": partition, "offset": offset}
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if len(data) < _HEADER_LEN or not data.startswith(SINGLE_OBJECT_MAGIC):
             raise DecodeError("not Avro single-object encoded (no C3 01 header)", **where)
         schema = self.catalog.by_fingerprint.get(data[2:_HEADER_LEN])
@@ -203,7 +207,7 @@ class ConfluentSerde:
         """Fetch the writer schema from the registry and decode."""
         from confluent_kafka.serialization import MessageField, SerializationContext
 
-        where = {"topic": topic, "partition": partition, "offset": offset}
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if len(data) < 5 or data[0] != 0:
             raise DecodeError("not in Confluent wire format (no magic byte 0)", **where)
         try:
@@ -211,7 +215,9 @@ class ConfluentSerde:
         except Exception as exc:  # registry lookups and body reads fail in many ways
             message = str(exc)
             if "not found" in message.lower() or "40403" in message:
-                raise UnknownSchemaError(f"schema id unknown to the registry: {message}", **where) from exc
+                raise UnknownSchemaError(
+                    f"schema id unknown to the registry: {message}", **where
+                ) from exc
             raise DecodeError(f"Confluent Avro payload is corrupt: {message}", **where) from exc
         if not isinstance(record, dict):
             raise DecodeError("payload is not an Avro record", **where)

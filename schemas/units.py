@@ -52,7 +52,7 @@ CANONICAL: dict[str, str] = {
 
 @lru_cache(maxsize=1)
 def _registry() -> Any:
-    registry = pint.UnitRegistry(non_int_type=Decimal)
+    registry: Any = pint.UnitRegistry(non_int_type=Decimal)
     # a dimension of its own, so pieces never convert to or from mass
     registry.define("piece = [piece]")
     return registry

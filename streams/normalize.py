@@ -40,7 +40,9 @@ def _site(sites: SitesConfig, code: str) -> SiteConfig:
     site = sites.site(code)
     if site is None:
         raise UnmappedValueError(
-            site=code, kind="site", value=code,
+            site=code,
+            kind="site",
+            value=code,
             hint="add a [sites.<code>] section to the site configuration",
         )
     return site
@@ -52,7 +54,9 @@ def enterprise_lot_id(sites: SitesConfig, site_code: str, lot_code: str) -> str:
     canonical = lot_code.strip().upper()
     if not _pattern(site.lot_code_pattern).fullmatch(canonical):
         raise UnmappedValueError(
-            site=site_code, kind="lot code", value=lot_code,
+            site=site_code,
+            kind="lot code",
+            value=lot_code,
             hint=f"it does not match the site's lot_code_pattern {site.lot_code_pattern!r}",
         )
     return f"{site_code}{LOT_ID_SEPARATOR}{canonical}"
@@ -64,12 +68,16 @@ def enterprise_status(site: SiteConfig, site_code: str, status: str) -> str:
         return site.status_codes[status.strip()].value
     except KeyError:
         raise UnmappedValueError(
-            site=site_code, kind="status code", value=status,
+            site=site_code,
+            kind="status code",
+            value=status,
             hint="add it under [sites.<code>.status_codes] and replay the dead letters",
         ) from None
 
 
-def enterprise_quantity(site: SiteConfig, site_code: str, value: Decimal, unit: str) -> tuple[Decimal, str]:
+def enterprise_quantity(
+    site: SiteConfig, site_code: str, value: Decimal, unit: str
+) -> tuple[Decimal, str]:
     """A quantity in the enterprise unit of its dimension.
 
     The site's own unit code is looked up in ``unit_codes``; a plain Rec 20 code is
@@ -80,7 +88,9 @@ def enterprise_quantity(site: SiteConfig, site_code: str, value: Decimal, unit: 
         rec20 = unit.strip()
     if rec20 is None:
         raise UnmappedValueError(
-            site=site_code, kind="unit", value=unit,
+            site=site_code,
+            kind="unit",
+            value=unit,
             hint="add it under [sites.<code>.unit_codes] as a UN/CEFACT Rec 20 code",
         )
     return to_canonical(value, rec20)

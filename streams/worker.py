@@ -65,11 +65,16 @@ class WorkerStats:
 
     def as_json(self) -> str:
         """Compact JSON for the heartbeat detail."""
-        return json.dumps({
-            "normalized": self.normalized, "dead_lettered": self.dead_lettered,
-            "stored": self.stored, "duplicates": self.duplicates, "conflicts": self.conflicts,
-            "last_error": self.errors[-1] if self.errors else None,
-        })
+        return json.dumps(
+            {
+                "normalized": self.normalized,
+                "dead_lettered": self.dead_lettered,
+                "stored": self.stored,
+                "duplicates": self.duplicates,
+                "conflicts": self.conflicts,
+                "last_error": self.errors[-1] if self.errors else None,
+            }
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +88,9 @@ class WorkerDeps:
     heartbeat_s: float = 2.0
 
 
-def dead_letter_headers(exc: DataError, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    exc: DataError, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
     """Headers telling an operator why a record was parked and where it came from."""
     return [
         (DLQ_REASON, str(exc).encode()),
@@ -118,9 +125,12 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 check_enterprise(out)
             except DataError as exc:
                 stats.dead_lettered += 1
-                log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+                log.warning(
+                    "dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc
+                )
                 await raw_dlq.send(
-                    key=msg.key, value=msg.value,
+                    key=msg.key,
+                    value=msg.value,
                     headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
                 )
                 continue
@@ -139,14 +149,22 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 msg = ev.message
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
                 try:
-                    good.append(deps.serde.decode(
-                        msg.value or b"", topic=msg.topic, partition=msg.partition, offset=msg.offset
-                    ))
+                    good.append(
+                        deps.serde.decode(
+                            msg.value or b"",
+                            topic=msg.topic,
+                            partition=msg.partition,
+                            offset=msg.offset,
+                        )
+                    )
                 except DataError as exc:
                     stats.dead_lettered += 1
-                    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+                    log.warning(
+                        "dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc
+                    )
                     await enterprise_dlq.send(
-                        key=msg.key, value=msg.value,
+                        key=msg.key,
+                        value=msg.value,
                         headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
                     )
             progress = [

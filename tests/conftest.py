@@ -46,7 +46,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def postgres_admin() -> Iterator[str]:
     """The real PostgreSQL, started if it is down."""
     subprocess.run(["bash", str(ROOT / "scripts" / "ensure-postgres.sh")], check=True)
-    yield PG_ADMIN_URL
+    return PG_ADMIN_URL
 
 
 @pytest.fixture
@@ -118,16 +118,18 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment a `lothub worker` child needs for ``settings``."""
     env = dict(os.environ)
-    env.update({
-        "LOTHUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "LOTHUB_DATABASE_URL": settings.store_url,
-        "LOTHUB_TOPIC_PREFIX": settings.topic_prefix,
-        "LOTHUB_WORKER_GROUP": settings.worker_group,
-        "LOTHUB_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
-        "LOTHUB_SITE_CONFIG": str(settings.site_config),
-        "LOTHUB_DATA_DIR": str(settings.data_dir),
-        "LOTHUB_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "LOTHUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+            "LOTHUB_DATABASE_URL": settings.store_url,
+            "LOTHUB_TOPIC_PREFIX": settings.topic_prefix,
+            "LOTHUB_WORKER_GROUP": settings.worker_group,
+            "LOTHUB_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+            "LOTHUB_SITE_CONFIG": str(settings.site_config),
+            "LOTHUB_DATA_DIR": str(settings.data_dir),
+            "LOTHUB_LOG_LEVEL": "INFO",
+        }
+    )
     return env
 
 
@@ -139,8 +141,13 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Pop
     def start(settings: Settings) -> subprocess.Popen[bytes]:
         log = tmp_path / f"worker-{len(children)}.log"
         with log.open("wb") as out:
-            child = subprocess.Popen([sys.executable, "-m", "lothub", "worker"], env=worker_env(settings),
-                                     stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "lothub", "worker"],
+                env=worker_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
         children.append((child, log))
         return child
 
@@ -153,11 +160,19 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Pop
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        print(f"--- {log.name} (last lines) ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        print(
+            f"--- {log.name} (last lines) ---\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        )
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.3,
-             fail_if: Callable[[], bool] | None = None) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    poll_s: float = 0.3,
+    fail_if: Callable[[], bool] | None = None,
+) -> None:
     """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s`` or once ``fail_if``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -14,9 +14,16 @@ from schemas.sites import SitesConfig
 from streams.normalize import normalize
 
 #: Tables whose content is the genealogy (consumer progress and heartbeats are not).
-GENEALOGY_TABLES = [tables.events, tables.lots, tables.lot_aliases, tables.lot_links,
-                    tables.batch_moves, tables.documents, tables.status_history,
-                    tables.event_conflicts]
+GENEALOGY_TABLES = [
+    tables.events,
+    tables.lots,
+    tables.lot_aliases,
+    tables.lot_links,
+    tables.batch_moves,
+    tables.documents,
+    tables.status_history,
+    tables.event_conflicts,
+]
 
 
 def snapshot(store: GenealogyStore) -> dict[str, list[tuple[Any, ...]]]:

@@ -30,8 +30,14 @@ Readiness = Callable[[], dict[str, bool]]
 
 def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem details response."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
-            "instance": instance, **extra}
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
@@ -56,7 +62,10 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
         "lots": [_jsonable(asdict(lot)) for lot in result.lots],
         "edges": [
             {
-                "parent_lot": e.parent_lot, "child_lot": e.child_lot, "kind": e.kind, "via": e.via,
+                "parent_lot": e.parent_lot,
+                "child_lot": e.child_lot,
+                "kind": e.kind,
+                "via": e.via,
                 "quantity_used": {"value": str(e.quantity_used), "unit": e.unit_used},
                 "quantity_produced": {"value": str(e.quantity_produced), "unit": e.unit_produced},
                 "occurred_at": e.occurred_at.isoformat(),
@@ -69,8 +78,11 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
 
 def create_app(store: GenealogyStore, readiness: Readiness | None = None) -> FastAPI:
     """The trace API on ``store``; ``readiness`` adds checks to ``/readyz``."""
-    app = FastAPI(title="lothub trace API", version="0.1.0",
-                  description="Forward and backward lot genealogy across every plant.")
+    app = FastAPI(
+        title="lothub trace API",
+        version="0.1.0",
+        description="Forward and backward lot genealogy across every plant.",
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -15,8 +15,9 @@ from trace_api.app import PROBLEM, create_app
 
 
 @pytest.fixture
-def client(sqlite_url: str, store_factory: Callable[[str], GenealogyStore],
-           demo_sites: SitesConfig) -> Iterator[TestClient]:
+def client(
+    sqlite_url: str, store_factory: Callable[[str], GenealogyStore], demo_sites: SitesConfig
+) -> Iterator[TestClient]:
     store = store_factory(sqlite_url)
     store.apply(normalized(build_scenario(demo_sites).events, demo_sites))
     with TestClient(create_app(store, readiness=lambda: {"broker": True, "worker": False})) as c:
@@ -25,11 +26,13 @@ def client(sqlite_url: str, store_factory: Callable[[str], GenealogyStore],
 
 def test_trace_json_has_lots_edges_and_documents(client: TestClient) -> None:
     body = client.get("/api/v1/lots/BRK:26313-01/trace", params={"direction": "backward"}).json()
-    assert body["root"] == "BRK:26313-01" and body["direction"] == "backward"
+    assert body["root"] == "BRK:26313-01"
+    assert body["direction"] == "backward"
     edge = next(e for e in body["edges"] if e["kind"] == "TRANSFER")
     assert edge["quantity_used"] == {"value": "999.998811", "unit": "KGM"}
     receipt = next(d for d in body["documents"] if d["partner_lot"] == "AD-5531")
-    assert receipt["cte"] == "RECEIVING" and receipt["party_name"] == "Alpine Dairy Co"
+    assert receipt["cte"] == "RECEIVING"
+    assert receipt["party_name"] == "Alpine Dairy Co"
     assert receipt["occurred_at"].endswith("+00:00")
 
 
@@ -46,7 +49,9 @@ def test_unknown_lot_is_a_404_problem(client: TestClient) -> None:
     assert "NOPE-1" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("params", [{"direction": "sideways"}, {"max_depth": "0"}, {"max_depth": "5000"}])
+@pytest.mark.parametrize(
+    "params", [{"direction": "sideways"}, {"max_depth": "0"}, {"max_depth": "5000"}]
+)
 def test_bad_parameters_are_422_problems(client: TestClient, params: dict[str, str]) -> None:
     response = client.get("/api/v1/lots/BRK:26313-01/trace", params=params)
     assert response.status_code == 422

@@ -13,11 +13,16 @@ def test_demo_check_passes_on_the_embedded_stack(tmp_path: Path) -> None:
     env.update({"LOTHUB_DATA_DIR": str(tmp_path / "var"), "LOTHUB_SESSION_TIMEOUT_S": "6"})
     done = subprocess.run(
         [sys.executable, "-m", "lothub", "demo", "--check", "--port", "0"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     print(done.stdout[-3000:], done.stderr[-3000:])
     summary = [line for line in done.stdout.splitlines() if line.startswith("demo check:")]
     assert done.returncode == 0
-    assert len(summary) == 1 and "PASS" in summary[0]
+    assert len(summary) == 1
+    assert "PASS" in summary[0]
     assert "8/8 traces right" in summary[0]
     assert (tmp_path / "var" / "lothub.db").exists(), "the embedded default store is a SQLite file"

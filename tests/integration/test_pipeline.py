@@ -33,8 +33,9 @@ GARBAGE = b"\x00\x01 this is not an Avro record \xff"
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 15.0) -> list[Any]:
     """Every record on ``topic`` from the beginning, via a throwaway consumer."""
-    consumer = Consumer({**settings.consumer_config(f"reader-{time.time_ns()}"),
-                         "enable.partition.eof": True})
+    consumer = Consumer(
+        {**settings.consumer_config(f"reader-{time.time_ns()}"), "enable.partition.eof": True}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -81,8 +82,12 @@ def test_scenario_flows_end_to_end_exactly_once_with_dead_letters(
 
     distinct = {e.envelope.event_id for e in scenario.events}
     good = len(distinct - scenario.expected_dead_letters)
-    wait_for(lambda: worker.poll() is None and store.event_count() == good, 120,
-             f"{good} events in the store", fail_if=lambda: worker.poll() is not None)
+    wait_for(
+        lambda: worker.poll() is None and store.event_count() == good,
+        120,
+        f"{good} events in the store",
+        fail_if=lambda: worker.poll() is not None,
+    )
 
     with TestClient(create_app(store)) as client:
         verdict = verify_traces(client, scenario.truth)
@@ -97,8 +102,10 @@ def test_scenario_flows_end_to_end_exactly_once_with_dead_letters(
     assert headers[DLQ_SOURCE_TOPIC] == settings.topics.raw
     assert int(headers[DLQ_SOURCE_OFFSET]) >= 0
     unmapped = [m for m in dead if m.value() != GARBAGE]
-    assert {serde.decode(m.value(), topic="dlq", partition=0, offset=0).envelope.event_id
-            for m in unmapped} == scenario.expected_dead_letters
+    assert {
+        serde.decode(m.value(), topic="dlq", partition=0, offset=0).envelope.event_id
+        for m in unmapped
+    } == scenario.expected_dead_letters
     assert all("'sacks'" in dict(m.headers())[DLQ_REASON].decode() for m in unmapped)
 
     # Re-sending every event twice changes nothing in the store.
@@ -107,8 +114,13 @@ def test_scenario_flows_end_to_end_exactly_once_with_dead_letters(
     duplicates_before = worker_stats(store)["duplicates"]
     publisher.publish(scenario.events)
     publisher.publish(scenario.events)
-    resent = 2 * sum(1 for e in scenario.events if e.envelope.event_id not in scenario.expected_dead_letters)
-    wait_for(lambda: worker_stats(store)["duplicates"] >= duplicates_before + resent, 60,
-             f"{resent} re-sent events recognised as duplicates")
+    resent = 2 * sum(
+        1 for e in scenario.events if e.envelope.event_id not in scenario.expected_dead_letters
+    )
+    wait_for(
+        lambda: worker_stats(store)["duplicates"] >= duplicates_before + resent,
+        60,
+        f"{resent} re-sent events recognised as duplicates",
+    )
     assert snapshot(store) == before
     assert worker.poll() is None, "the worker keeps running through bad input"

@@ -20,14 +20,17 @@ from trace_api.app import create_app
 
 
 @pytest.fixture
-def loaded(store_url: str, store_factory: Callable[[str], GenealogyStore],
-           demo_sites: SitesConfig) -> tuple[GenealogyStore, SitesConfig]:
+def loaded(
+    store_url: str, store_factory: Callable[[str], GenealogyStore], demo_sites: SitesConfig
+) -> tuple[GenealogyStore, SitesConfig]:
     store = store_factory(store_url)
     store.apply(normalized(build_scenario(demo_sites).events, demo_sites))
     return store, demo_sites
 
 
-def test_every_trace_matches_the_ground_truth_over_http(loaded: tuple[GenealogyStore, SitesConfig]) -> None:
+def test_every_trace_matches_the_ground_truth_over_http(
+    loaded: tuple[GenealogyStore, SitesConfig],
+) -> None:
     store, sites = loaded
     truth = build_scenario(sites).truth
     with TestClient(create_app(store)) as client:
@@ -42,7 +45,11 @@ def test_backward_trace_of_the_transferred_lot_reaches_exactly_three_supplier_lo
     store, _ = loaded
     result = trace(store, "BRK:26313-01", Direction.BACKWARD)
     receipts = {d.partner_lot: d.quantity for d in result.documents if d.cte == "RECEIVING"}
-    assert receipts == {"AD-5531": Decimal(1000), "CP-77812": Decimal(400), "SR-2026-118": Decimal(600)}
+    assert receipts == {
+        "AD-5531": Decimal(1000),
+        "CP-77812": Decimal(400),
+        "SR-2026-118": Decimal(600),
+    }
     used = {(e.parent_lot, e.child_lot): e.quantity_used for e in result.edges}
     assert used[("ALP:ALP-20261102-001", "ALP:ALP-20261103-010")] == Decimal(800)  # partial use
     assert used[("ALP:ALP-20261103-011", "BRK:26313-01")] == Decimal("999.998811")  # 2204.62 lb
@@ -62,13 +69,17 @@ def test_forward_trace_of_the_unused_sugar_lot_reaches_no_customer(
 
 def test_status_is_the_latest_by_event_time(loaded: tuple[GenealogyStore, SitesConfig]) -> None:
     store, _ = loaded
-    statuses = {lot.lot_id: lot.status for lot in trace(store, "BRK:26313-01", Direction.BACKWARD).lots}
+    statuses = {
+        lot.lot_id: lot.status for lot in trace(store, "BRK:26313-01", Direction.BACKWARD).lots
+    }
     assert statuses["ALP:ALP-20261102-001"] == "RELEASED"
     assert statuses["BRK:26313-01"] == "RELEASED"
 
 
 def test_applying_everything_twice_more_changes_nothing(
-    store_url: str, store_factory: Callable[[str], GenealogyStore], demo_sites: SitesConfig,
+    store_url: str,
+    store_factory: Callable[[str], GenealogyStore],
+    demo_sites: SitesConfig,
 ) -> None:
     store = store_factory(store_url)
     events = normalized(build_scenario(demo_sites).events, demo_sites)
@@ -81,7 +92,9 @@ def test_applying_everything_twice_more_changes_nothing(
 
 
 def test_arrival_order_does_not_change_the_genealogy(
-    store_url: str, store_factory: Callable[[str], GenealogyStore], demo_sites: SitesConfig,
+    store_url: str,
+    store_factory: Callable[[str], GenealogyStore],
+    demo_sites: SitesConfig,
     sqlite_url: str,
 ) -> None:
     events = normalized(build_scenario(demo_sites).events, demo_sites)
@@ -93,12 +106,21 @@ def test_arrival_order_does_not_change_the_genealogy(
     assert snapshot(reverse) == snapshot(in_order)
 
 
-def test_a_voided_transfer_disappears_from_the_trace(loaded: tuple[GenealogyStore, SitesConfig]) -> None:
+def test_a_voided_transfer_disappears_from_the_trace(
+    loaded: tuple[GenealogyStore, SitesConfig],
+) -> None:
     store, sites = loaded
     received = next(e for e in build_scenario(sites).events if isinstance(e, TransferReceived))
-    store.apply([EventCorrected(
-        envelope=envelope("EventCorrected", site="BRK"), action=CorrectionAction.VOID,
-        corrected_event_ids=[received.envelope.event_id], reason="received twice", actor="qa.olson",
-    )])
+    store.apply(
+        [
+            EventCorrected(
+                envelope=envelope("EventCorrected", site="BRK"),
+                action=CorrectionAction.VOID,
+                corrected_event_ids=[received.envelope.event_id],
+                reason="received twice",
+                actor="qa.olson",
+            )
+        ]
+    )
     result = trace(store, "BRK:26313-01", Direction.BACKWARD)
     assert [lot.lot_id for lot in result.lots] == ["BRK:26313-01"]

@@ -35,7 +35,9 @@ def test_naive_occurred_at_is_refused() -> None:
 
 
 def test_occurred_at_keeps_its_offset() -> None:
-    env = envelope("LotReceived", occurred_at=datetime(2026, 7, 1, 8, 0, tzinfo=timezone(timedelta(hours=-5))))
+    env = envelope(
+        "LotReceived", occurred_at=datetime(2026, 7, 1, 8, 0, tzinfo=timezone(timedelta(hours=-5)))
+    )
     assert env.occurred_at.utcoffset() == timedelta(hours=-5)
 
 
@@ -63,31 +65,54 @@ def test_quantity_is_carried_to_six_places() -> None:
 
 def test_transformation_needs_inputs_and_outputs() -> None:
     with pytest.raises(ValidationError, match="inputs"):
-        Transformation(envelope=envelope("Transformation"), kind="BLEND", transformation_id="B",
-                       location=LOC, inputs=[], outputs=[lq("A:1", 1)],
-                       reference_document={"doc_type": "WO", "number": "1"})
+        Transformation(
+            envelope=envelope("Transformation"),
+            kind="BLEND",
+            transformation_id="B",
+            location=LOC,
+            inputs=[],
+            outputs=[lq("A:1", 1)],
+            reference_document={"doc_type": "WO", "number": "1"},
+        )
 
 
 def test_partial_consumption_is_representable() -> None:
-    blend = Transformation(envelope=envelope("Transformation"), kind="BLEND", transformation_id="B",
-                           location=LOC, inputs=[lq("ALP:1", "800"), lq("ALP:2", "0.5")],
-                           outputs=[lq("ALP:3", "800.5")],
-                           reference_document={"doc_type": "WO", "number": "1"})
+    blend = Transformation(
+        envelope=envelope("Transformation"),
+        kind="BLEND",
+        transformation_id="B",
+        location=LOC,
+        inputs=[lq("ALP:1", "800"), lq("ALP:2", "0.5")],
+        outputs=[lq("ALP:3", "800.5")],
+        reference_document={"doc_type": "WO", "number": "1"},
+    )
     assert [i.quantity.value for i in blend.inputs] == [Decimal("800"), Decimal("0.5")]
     assert blend.lots() == ["ALP:3", "ALP:1", "ALP:2"]
 
 
 def test_scrap_must_decrease_stock() -> None:
     with pytest.raises(ValidationError, match="negative"):
-        InventoryAdjusted(envelope=envelope("InventoryAdjusted"), kind=AdjustmentKind.SCRAP,
-                          lot="ALP:1", item=ITEM, quantity_change=qty(5), location=LOC,
-                          reason_code="SPILL", actor="x")
+        InventoryAdjusted(
+            envelope=envelope("InventoryAdjusted"),
+            kind=AdjustmentKind.SCRAP,
+            lot="ALP:1",
+            item=ITEM,
+            quantity_change=qty(5),
+            location=LOC,
+            reason_code="SPILL",
+            actor="x",
+        )
 
 
 def test_supersede_requires_a_replacement() -> None:
     with pytest.raises(ValidationError, match="replacement_event_id"):
-        EventCorrected(envelope=envelope("EventCorrected"), action=CorrectionAction.SUPERSEDE,
-                       corrected_event_ids=["a"], reason="typo", actor="qa")
+        EventCorrected(
+            envelope=envelope("EventCorrected"),
+            action=CorrectionAction.SUPERSEDE,
+            corrected_event_ids=["a"],
+            reason="typo",
+            actor="qa",
+        )
 
 
 def test_unknown_event_type_is_a_validation_error() -> None:

@@ -35,7 +35,9 @@ def test_pounds_become_kilograms(demo_sites: SitesConfig) -> None:
     out = normalize(raw, demo_sites)  # type: ignore[arg-type]
     assert isinstance(out, TransferReceived)
     assert out.quantity.unit == "KGM"
-    assert out.quantity.value == (Decimal("2204.62") * Decimal("0.45359237")).quantize(Decimal("0.000001"))
+    assert out.quantity.value == (Decimal("2204.62") * Decimal("0.45359237")).quantize(
+        Decimal("0.000001")
+    )
     assert (out.lot, out.shipped_lot) == ("BRK:26313-01", "ALP:ALP-20261103-011")
 
 

@@ -49,7 +49,9 @@ def test_single_object_header_is_the_spec_fingerprint(single: SingleObjectSerde)
     event = EVENTS[0]
     data = single.encode(event)
     assert data[:2] == SINGLE_OBJECT_MAGIC
-    schema = fastavro.schema.load_schema(avro_dir() / f"{NAMESPACE}.LotReceived.avsc", _write_hint=False)
+    schema = fastavro.schema.load_schema(
+        avro_dir() / f"{NAMESPACE}.LotReceived.avsc", _write_hint=False
+    )
     canonical = fastavro.schema.to_parsing_canonical_form(schema)
     expected = int(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
     assert data[2:10] == expected
@@ -59,11 +61,17 @@ def test_unknown_fingerprint_names_topic_partition_offset(single: SingleObjectSe
     data = SINGLE_OBJECT_MAGIC + b"\x00" * 8 + b"\x02"
     with pytest.raises(UnknownSchemaError) as err:
         single.decode(data, topic="lothub.raw.lot-events", partition=3, offset=42)
-    assert (err.value.topic, err.value.partition, err.value.offset) == ("lothub.raw.lot-events", 3, 42)
+    assert (err.value.topic, err.value.partition, err.value.offset) == (
+        "lothub.raw.lot-events",
+        3,
+        42,
+    )
     assert "lothub.raw.lot-events[3]@42" in str(err.value)
 
 
-@pytest.mark.parametrize("payload", [b"", b"{\"lot\": 1}", b"\xc3\x01short"], ids=["empty", "json", "short"])
+@pytest.mark.parametrize(
+    "payload", [b"", b'{"lot": 1}', b"\xc3\x01short"], ids=["empty", "json", "short"]
+)
 def test_foreign_bytes_are_decode_errors(single: SingleObjectSerde, payload: bytes) -> None:
     with pytest.raises(DecodeError, match="single-object"):
         single.decode(payload, topic="t", partition=0, offset=1)

@@ -12,8 +12,11 @@ from schemas.sites import load_sites
 
 
 def test_secrets_are_masked_in_repr() -> None:
-    s = Settings(database_url="postgresql+psycopg://hub:s3cret@db/lothub", kafka_sasl_password="pw-123")  # type: ignore[arg-type]
-    assert "s3cret" not in repr(s) and "pw-123" not in repr(s)
+    s = Settings(
+        database_url="postgresql+psycopg://hub:s3cret@db/lothub", kafka_sasl_password="pw-123"
+    )  # type: ignore[arg-type]
+    assert "s3cret" not in repr(s)
+    assert "pw-123" not in repr(s)
     assert s.store_url.endswith("@db/lothub")
 
 
@@ -24,8 +27,13 @@ def test_producer_is_idempotent_and_waits_for_all_replicas() -> None:
 
 
 def test_sasl_settings_reach_both_clients() -> None:
-    s = Settings(kafka_bootstrap="k1:9092", kafka_security_protocol="SASL_SSL",  # type: ignore[arg-type]
-                 kafka_sasl_mechanism="PLAIN", kafka_sasl_username="hub", kafka_sasl_password="pw")
+    s = Settings(
+        kafka_bootstrap="k1:9092",
+        kafka_security_protocol="SASL_SSL",  # type: ignore[arg-type]
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="hub",
+        kafka_sasl_password="pw",
+    )
     assert s.producer_config()["sasl.password"] == "pw"
     assert s.faust_config()["broker_credentials"].username == "hub"
 
@@ -43,18 +51,26 @@ def test_bad_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_topic_prefix_applies_to_every_topic() -> None:
     names = [name for name, _ in Settings(topic_prefix="plantA.").topics.all()]
-    assert names and all(n.startswith("plantA.lothub.") for n in names)
+    assert names
+    assert all(n.startswith("plantA.lothub.") for n in names)
 
 
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('[sites.X]\nname="x"\ntimezone="Mars/Olympus"\nlot_code_pattern=".*"\n', "sites.X.timezone"),
+        (
+            '[sites.X]\nname="x"\ntimezone="Mars/Olympus"\nlot_code_pattern=".*"\n',
+            "sites.X.timezone",
+        ),
         ('[sites.X]\nname="x"\ntimezone="UTC"\nlot_code_pattern="(["\n', "lot_code_pattern"),
-        ('[sites.X]\nname="x"\ntimezone="UTC"\nlot_code_pattern=".*"\n[sites.X.unit_codes]\nkg="KILO"\n',
-         "kg -> KILO"),
-        ('[sites.X]\nname="x"\ntimezone="UTC"\nlot_code_pattern=".*"\n[sites.X.status_codes]\nF="FREE"\n',
-         "sites.X.status_codes.F"),
+        (
+            '[sites.X]\nname="x"\ntimezone="UTC"\nlot_code_pattern=".*"\n[sites.X.unit_codes]\nkg="KILO"\n',
+            "kg -> KILO",
+        ),
+        (
+            '[sites.X]\nname="x"\ntimezone="UTC"\nlot_code_pattern=".*"\n[sites.X.status_codes]\nF="FREE"\n',
+            "sites.X.status_codes.F",
+        ),
         ("[sites.X\n", "not valid TOML"),
     ],
 )

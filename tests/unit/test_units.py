@@ -23,8 +23,10 @@ def test_tonne_to_kilogram_and_back() -> None:
     assert convert(Decimal(1500), "KGM", "TNE") == Decimal("1.5")
 
 
-@pytest.mark.parametrize(("code", "canonical"), [("GRM", "KGM"), ("ONZ", "KGM"), ("MLT", "LTR"),
-                                                 ("MTQ", "LTR"), ("EA", "H87"), ("KGM", "KGM")])
+@pytest.mark.parametrize(
+    ("code", "canonical"),
+    [("GRM", "KGM"), ("ONZ", "KGM"), ("MLT", "LTR"), ("MTQ", "LTR"), ("EA", "H87"), ("KGM", "KGM")],
+)
 def test_canonical_unit_per_dimension(code: str, canonical: str) -> None:
     assert canonical_unit(code) == canonical
 
