@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         return _run(args, settings)
+    except KeyboardInterrupt:
+        print("lothub: interrupted", file=sys.stderr)
+        return 130
     except FatalError as exc:
         print(f"lothub: {exc}", file=sys.stderr)
         return 2
@@ -67,10 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _stop_on_sigterm() -> None:
+    # Children run in their own sessions, so a plain SIGTERM to us would orphan them;
+    # turning it into SystemExit lets the Hub context stop them first.
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _run(args: argparse.Namespace, settings: object) -> int:
     from lothub.settings import Settings
 
     assert isinstance(settings, Settings)
+    if args.command in {"up", "demo"}:
+        _stop_on_sigterm()
     if args.command == "up":
         from lothub.runtime import Hub
 
