@@ -39,13 +39,23 @@ def test_up_serves_until_stopped_then_leaves_nothing_running(
     env.update({"LOTHUB_DATA_DIR": str(tmp_path / "var"), "LOTHUB_SESSION_TIMEOUT_S": "6"})
     log = tmp_path / "up.log"
     with log.open("w") as out:
-        hub = subprocess.Popen([sys.executable, "-m", "lothub", "up", "--port", str(port)], env=env,
-                               cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True)
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "lothub", "up", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _listening(port), 60, "the API port", fail_if=lambda: hub.poll() is not None)
+        wait_for(
+            lambda: _listening(port), 60, "the API port", fail_if=lambda: hub.poll() is not None
+        )
         assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        wait_for(lambda: _ready(url), 90, "/readyz to answer 200", fail_if=lambda: hub.poll() is not None)
+        wait_for(
+            lambda: _ready(url), 90, "/readyz to answer 200", fail_if=lambda: hub.poll() is not None
+        )
         checks = httpx.get(f"{url}/readyz", timeout=2).json()["checks"]
         assert checks == {"store": True, "api": True, "broker": True, "worker": True}
         assert (tmp_path / "var" / "logs" / "broker.log").exists(), "the embedded broker ran"
@@ -58,5 +68,7 @@ def test_up_serves_until_stopped_then_leaves_nothing_running(
     assert "Traceback" not in log.read_text()
     time.sleep(0.5)
     assert not _listening(port), "the API stopped"
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
+    ).stdout
     assert leftovers.strip() == "", f"children still running: {leftovers}"
