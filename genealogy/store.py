@@ -277,22 +277,11 @@ class GenealogyStore:
                 outs = [r for r in batch_rows if r.direction == "OUT"]
                 for i in ins:
                     for o in outs:
-                        links.append(
-                            {
-                                "link_key": f"batch:{i.event_id}:{o.event_id}",
-                                "parent_lot": i.lot_id,
-                                "child_lot": o.lot_id,
-                                "kind": o.kind,
-                                "via": o.batch_id,
-                                "quantity_used": i.quantity,
-                                "unit_used": i.unit,
-                                "quantity_produced": o.quantity,
-                                "unit_produced": o.unit,
-                                "parent_event_id": i.event_id,
-                                "child_event_id": o.event_id,
-                                "occurred_at": max(utc(i.occurred_at), utc(o.occurred_at)),
-                            }
-                        )
+                        links.append(_link(
+                            f"batch:{i.event_id}:{o.event_id}", i.lot_id, o.lot_id, o.kind,
+                            o.batch_id, (i.quantity, i.unit), (o.quantity, o.unit),
+                            (i.event_id, o.event_id), max(utc(i.occurred_at), utc(o.occurred_at)),
+                        ))  # fmt: skip
         if links:
             _insert_ignore(conn, tables.lot_links, links)
 
@@ -416,21 +405,11 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
             lot(x.lot, x.item)
         for i in ev.inputs:
             for o in ev.outputs:
-                rows.add(
-                    tables.lot_links,
-                    link_key=f"tf:{eid}:{i.lot}:{o.lot}",
-                    parent_lot=i.lot,
-                    child_lot=o.lot,
-                    kind=ev.kind.value,
-                    via=ev.transformation_id,
-                    quantity_used=i.quantity.value,
-                    unit_used=i.quantity.unit,
-                    quantity_produced=o.quantity.value,
-                    unit_produced=o.quantity.unit,
-                    parent_event_id=eid,
-                    child_event_id=eid,
-                    occurred_at=at,
-                )
+                rows.add(tables.lot_links, **_link(
+                    f"tf:{eid}:{i.lot}:{o.lot}", i.lot, o.lot, ev.kind.value, ev.transformation_id,
+                    (i.quantity.value, i.quantity.unit), (o.quantity.value, o.quantity.unit),
+                    (eid, eid), at,
+                ))  # fmt: skip
         for o in ev.outputs:
             document(
                 o.lot, "TRANSFORMATION", o.quantity, ev.reference_document, location=ev.location
@@ -460,21 +439,11 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
     elif isinstance(ev, TransferReceived):
         lot(ev.lot, ev.item)
         lot(ev.shipped_lot, ev.item)
-        rows.add(
-            tables.lot_links,
-            link_key=f"transfer:{eid}",
-            parent_lot=ev.shipped_lot,
-            child_lot=ev.lot,
-            kind="TRANSFER",
-            via=ev.transfer_id,
-            quantity_used=ev.quantity.value,
-            unit_used=ev.quantity.unit,
-            quantity_produced=ev.quantity.value,
-            unit_produced=ev.quantity.unit,
-            parent_event_id=eid,
-            child_event_id=eid,
-            occurred_at=at,
-        )
+        moved = (ev.quantity.value, ev.quantity.unit)
+        rows.add(tables.lot_links, **_link(
+            f"transfer:{eid}", ev.shipped_lot, ev.lot, "TRANSFER", ev.transfer_id, moved, moved,
+            (eid, eid), at,
+        ))  # fmt: skip
         document(
             ev.lot,
             "TRANSFER_RECEIVED",
@@ -521,6 +490,26 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
     else:
         for lot_id in ev.lots():
             lot(lot_id)
+
+
+def _link(
+    key: str,
+    parent: str,
+    child: str,
+    kind: str,
+    via: str,
+    used: tuple[Any, str],
+    produced: tuple[Any, str],
+    events: tuple[str, str],
+    at: datetime,
+) -> dict[str, Any]:
+    """A ``lot_links`` row: parent -> child with the quantity used and the quantity made."""
+    return {
+        "link_key": key, "parent_lot": parent, "child_lot": child, "kind": kind, "via": via,
+        "quantity_used": used[0], "unit_used": used[1],
+        "quantity_produced": produced[0], "unit_produced": produced[1],
+        "parent_event_id": events[0], "child_event_id": events[1], "occurred_at": at,
+    }  # fmt: skip
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
