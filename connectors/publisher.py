@@ -45,11 +45,23 @@ class KafkaPublisher:
             self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivered)
         self._flush(timeout_s, failures)
 
-    def publish_bytes(self, key: bytes | None, value: bytes, on_delivery: Any = None) -> None:
-        """Queue one pre-encoded record (also used to forward dead letters as they are)."""
+    def publish_bytes(
+        self,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: Any = None,
+        *,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        """Queue one pre-encoded record (dead letters keep their bytes as they were).
+
+        Call :meth:`flush` to wait for the acknowledgement.
+        """
         while True:
             try:
-                self._producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+                self._producer.produce(
+                    self.topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+                )
                 return
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain

@@ -32,6 +32,7 @@ from schemas.model import (
     EventCorrected,
     LotAliasLinked,
     LotEventBase,
+    LotMoved,
     LotReceived,
     LotShipped,
     LotStatusChanged,
@@ -484,6 +485,11 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
             occurred_at=at,
             recorded_at=env.recorded_at.astimezone(UTC),
         )
+    elif isinstance(ev, LotMoved):
+        lot(ev.lot, ev.item)
+        if ev.license_plate:
+            rows.add(tables.lot_aliases, alias=ev.license_plate, alias_kind="LICENSE_PLATE",
+                     lot_id=ev.lot)  # fmt: skip
     elif isinstance(ev, LotAliasLinked):
         lot(ev.lot)
         rows.add(tables.lot_aliases, alias=ev.alias, alias_kind=ev.alias_kind, lot_id=ev.lot)

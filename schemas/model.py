@@ -30,7 +30,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AwareDatetime,
@@ -112,6 +112,14 @@ class AdjustmentKind(StrEnum):
     ADJUSTMENT = "ADJUSTMENT"
     SCRAP = "SCRAP"
     DESTRUCTION = "DESTRUCTION"
+
+
+class MoveKind(StrEnum):
+    """Why a lot moved inside a site (a warehouse's own transactions)."""
+
+    PUTAWAY = "PUTAWAY"
+    MOVE = "MOVE"
+    PICK = "PICK"
 
 
 class CorrectionAction(StrEnum):
@@ -424,6 +432,19 @@ class InventoryAdjusted(LotEventBase):
         return self
 
 
+class LotMoved(LotEventBase):
+    """A lot (or part of it) moved between locations of one site: put-away, move, pick."""
+
+    kind: MoveKind
+    lot: NonEmpty
+    item: Item
+    quantity: Quantity
+    from_location: Location
+    to_location: Location
+    license_plate: str | None = None
+    reference_document: DocumentRef | None = None
+
+
 class LotAliasLinked(LotEventBase):
     """Another name for the same physical lot (MES sub-lot, licence plate, ...)."""
 
@@ -461,44 +482,11 @@ EVENT_TYPES: tuple[type[LotEventBase], ...] = (
     LotShipped,
     CustomerReturn,
     InventoryAdjusted,
+    LotMoved,
     LotAliasLinked,
     EventCorrected,
 )
 EVENT_TYPE_BY_NAME: dict[str, type[LotEventBase]] = {t.__name__: t for t in EVENT_TYPES}
-
-LotEvent = (
-    LotReceived
-    | Transformation
-    | MaterialConsumed
-    | MaterialProduced
-    | QcSampleTaken
-    | QcResultRecorded
-    | LotStatusChanged
-    | TransferShipped
-    | TransferReceived
-    | LotShipped
-    | CustomerReturn
-    | InventoryAdjusted
-    | LotAliasLinked
-    | EventCorrected
-)
-
-EventTypeName = Literal[
-    "LotReceived",
-    "Transformation",
-    "MaterialConsumed",
-    "MaterialProduced",
-    "QcSampleTaken",
-    "QcResultRecorded",
-    "LotStatusChanged",
-    "TransferShipped",
-    "TransferReceived",
-    "LotShipped",
-    "CustomerReturn",
-    "InventoryAdjusted",
-    "LotAliasLinked",
-    "EventCorrected",
-]
 
 
 def event_from_dict(event_type: str, data: dict[str, Any]) -> LotEventBase:

@@ -1,0 +1,321 @@
+"""The connector framework: a source says what it reads; the base does everything else.
+
+A :class:`Source` subclass states its name, system and site, reads records after a
+position, and maps one record to lot events. :class:`Connector` owns the loop:
+
+1. read a batch strictly after the stored checkpoint;
+2. map every record; a record that cannot be mapped (any
+   :class:`~schemas.errors.DataError`) goes to the connectors' dead-letter topic with
+   the raw payload, its source position and the reason, and the batch carries on;
+3. publish the events and wait until the broker acknowledged all of them (idempotent
+   producer, ``acks=all``);
+4. only then store the new checkpoint, in the hub database.
+
+A crash between 3 and 4 re-sends the batch on restart: events have stable ids, and
+the hub stores each once (at-least-once delivery, effectively-once storage). Source
+and broker outages are retried with capped exponential back-off and reported in the
+connector's status; they never end the loop.
+
+Example::
+
+    class WmsTransactions(Source[Cursor]):
+        system_kind = SystemKind.WMS
+
+        def read(self, after: Cursor | None, limit: int) -> list[SourceRecord[Cursor]]:
+            ...  # SELECT ... WHERE (updated_at, id) > after ORDER BY updated_at, id LIMIT limit
+
+        def to_events(self, record: SourceRecord[Cursor]) -> list[LotEventBase]:
+            ...
+
+    Connector(WmsTransactions(...), publisher, dead_letters, checkpoints).run(stop)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from prometheus_client import Counter, Gauge
+
+from connectors.checkpoints import CheckpointStore
+from connectors.publisher import KafkaPublisher
+from schemas.errors import DataError, RetriableError
+from schemas.model import LotEventBase, SystemKind
+from schemas.topics import (
+    DLQ_REASON,
+    DLQ_REASON_CODE,
+)
+
+log = logging.getLogger("lothub.connectors")
+
+#: Header naming the connector and the source position of a dead-lettered record.
+DLQ_CONNECTOR = "lothub-dlq-connector"
+DLQ_SOURCE_POSITION = "lothub-dlq-source-position"
+
+_LABELS = ("site", "system", "connector")
+RECORDS_READ = Counter("lothub_connector_records_read_total", "Source records read", _LABELS)
+EVENTS_PUBLISHED = Counter(
+    "lothub_connector_events_published_total", "Events acknowledged by the broker", _LABELS
+)
+RECORDS_DEAD_LETTERED = Counter(
+    "lothub_connector_records_dead_lettered_total", "Records sent to the dead-letter topic", _LABELS
+)
+SOURCE_ERRORS = Counter(
+    "lothub_connector_errors_total", "Source or broker faults (retried)", (*_LABELS, "kind")
+)
+LAST_SUCCESS = Gauge(
+    "lothub_connector_last_success_timestamp_seconds", "When a batch last completed", _LABELS
+)
+CHECKPOINT_LAG = Gauge(
+    "lothub_connector_checkpoint_lag_seconds",
+    "Age of the newest source record behind the checkpoint",
+    _LABELS,
+)
+
+
+class Position(Protocol):
+    """Where a source record sits; ordered, and stored as JSON in the checkpoint."""
+
+    def to_json(self) -> str:
+        """Serialize for the checkpoint table and dead-letter headers."""
+        ...
+
+
+P = TypeVar("P", bound=Position)
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Cursor:
+    """Composite ``(updated_at, pk)`` cursor: rows strictly after it are new.
+
+    Two rows with the same ``updated_at`` are told apart by ``pk``, so a batch that
+    ends in the middle of equal timestamps neither loses nor repeats a row.
+    """
+
+    updated_at: datetime
+    pk: str
+
+    def to_json(self) -> str:
+        """``{"updated_at": ISO-8601 UTC, "pk": ...}``."""
+        return json.dumps(
+            {"updated_at": self.updated_at.astimezone(UTC).isoformat(), "pk": self.pk}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Cursor:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        return cls(updated_at=datetime.fromisoformat(data["updated_at"]), pk=str(data["pk"]))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord(Generic[P]):
+    """One record as read from a plant system, before mapping."""
+
+    position: P
+    record_kind: str
+    record_key: str
+    raw: bytes
+    #: when the source says the record last changed (for the checkpoint-lag metric)
+    changed_at: datetime | None = None
+
+
+class Source(ABC, Generic[P]):
+    """A plant system read incrementally. Subclasses declare and map; the base runs.
+
+    Example::
+
+        class LimsCsv(Source[FilePosition]):
+            system_kind = SystemKind.LIMS
+            def read(self, after, limit): ...
+            def to_events(self, record): ...
+            def position_from_json(self, text): return FilePosition.from_json(text)
+    """
+
+    system_kind: ClassVar[SystemKind]
+
+    def __init__(self, *, name: str, site: str) -> None:
+        self.name = name
+        self.site = site
+
+    @abstractmethod
+    def read(self, after: P | None, limit: int) -> Sequence[SourceRecord[P]]:
+        """Up to ``limit`` records strictly after ``after``, in position order.
+
+        Raise :class:`~schemas.errors.SourceUnavailableError` when the system does
+        not answer.
+        """
+
+    @abstractmethod
+    def to_events(self, record: SourceRecord[P]) -> list[LotEventBase]:
+        """The raw lot events of one record; raise a :class:`DataError` if it is bad."""
+
+    @abstractmethod
+    def position_from_json(self, text: str) -> P:
+        """Rebuild a position from its checkpoint JSON."""
+
+    def close(self) -> None:
+        """Release connections (called when the connector stops)."""
+
+
+@dataclass
+class ConnectorStatus:
+    """What ``lothub connectors status`` shows for one connector."""
+
+    name: str
+    site: str
+    system: str
+    records_read: int = 0
+    events_published: int = 0
+    dead_lettered: int = 0
+    last_success: datetime | None = None
+    last_error: str | None = None
+    consecutive_errors: int = 0
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "name": self.name, "site": self.site, "system": self.system,
+            "records_read": self.records_read, "events_published": self.events_published,
+            "dead_lettered": self.dead_lettered,
+            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "last_error": self.last_error, "consecutive_errors": self.consecutive_errors,
+            "checkpoint": self.checkpoint,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one :meth:`Connector.run_once` did."""
+
+    records: int
+    events: int
+    dead_lettered: int
+
+    @property
+    def empty(self) -> bool:
+        """True when the source had nothing new."""
+        return self.records == 0
+
+
+class Connector(Generic[P]):
+    """Runs one source: read, map, publish, dead-letter, checkpoint after delivery."""
+
+    def __init__(
+        self,
+        source: Source[P],
+        publisher: KafkaPublisher,
+        dead_letters: KafkaPublisher,
+        checkpoints: CheckpointStore,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 5.0,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        self.source = source
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+        self.checkpoints = checkpoints
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.status = ConnectorStatus(
+            name=source.name, site=source.site, system=source.system_kind.value
+        )
+        self._labels = (source.site, source.system_kind.value, source.name)
+
+    def position(self) -> P | None:
+        """The stored checkpoint, or None before the first delivered batch."""
+        text = self.checkpoints.load(self.source.name)
+        return None if text is None else self.source.position_from_json(text)
+
+    def run_once(self) -> BatchResult:
+        """One batch: read after the checkpoint, map, publish, then advance the checkpoint."""
+        after = self.position()
+        records = self.source.read(after, self.batch_size)
+        if not records:
+            self._succeeded(None)
+            return BatchResult(0, 0, 0)
+        RECORDS_READ.labels(*self._labels).inc(len(records))
+        self.status.records_read += len(records)
+        events: list[LotEventBase] = []
+        dead = 0
+        for record in records:
+            try:
+                events.extend(self.source.to_events(record))
+            except DataError as exc:
+                dead += 1
+                self._dead_letter(record, exc)
+        if dead:
+            self.dead_letters.flush()  # a dead letter is a delivery too: never lose one
+        self.publisher.publish(events)
+        last = records[-1]
+        self.checkpoints.save(self.source.name, last.position.to_json())
+        EVENTS_PUBLISHED.labels(*self._labels).inc(len(events))
+        RECORDS_DEAD_LETTERED.labels(*self._labels).inc(dead)
+        self.status.events_published += len(events)
+        self.status.dead_lettered += dead
+        self._succeeded(last)
+        return BatchResult(len(records), len(events), dead)
+
+    def _succeeded(self, last: SourceRecord[P] | None) -> None:
+        now = datetime.now(UTC)
+        self.status.last_success = now
+        self.status.consecutive_errors = 0
+        LAST_SUCCESS.labels(*self._labels).set(now.timestamp())
+        if last is not None:
+            self.status.checkpoint = last.position.to_json()
+            if last.changed_at is not None:
+                lag = (now - last.changed_at).total_seconds()
+                CHECKPOINT_LAG.labels(*self._labels).set(max(lag, 0.0))
+
+    def _dead_letter(self, record: SourceRecord[P], exc: DataError) -> None:
+        log.warning(
+            "%s: dead-lettered %s %s: %s",
+            self.source.name,
+            record.record_kind,
+            record.record_key,
+            exc,
+        )
+        headers: list[tuple[str, str | bytes | None]] = [
+            (DLQ_REASON, str(exc).encode()),
+            (DLQ_REASON_CODE, exc.reason_code.encode()),
+            (DLQ_CONNECTOR, self.source.name.encode()),
+            (DLQ_SOURCE_POSITION, record.position.to_json().encode()),
+        ]
+        self.dead_letters.publish_bytes(record.record_key.encode(), record.raw, headers=headers)
+
+    def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:
+        """Poll until ``stop`` is set (or, with ``until_idle``, the source has nothing new).
+
+        Retriable faults back off exponentially up to ``max_backoff_s`` and are
+        reported in :attr:`status`; the loop never ends on them.
+        """
+        backoff = self.poll_interval_s
+        try:
+            while not stop.is_set():
+                try:
+                    result = self.run_once()
+                except RetriableError as exc:
+                    self.status.last_error = str(exc)
+                    self.status.consecutive_errors += 1
+                    SOURCE_ERRORS.labels(*self._labels, type(exc).__name__).inc()
+                    backoff = min(max(backoff * 2, 0.5), self.max_backoff_s)
+                    log.warning("%s: %s; retrying in %.1fs", self.source.name, exc, backoff)
+                    stop.wait(backoff)
+                    continue
+                backoff = self.poll_interval_s
+                if result.empty:
+                    if until_idle:
+                        return
+                    stop.wait(self.poll_interval_s)
+        finally:
+            self.source.close()

@@ -1,0 +1,109 @@
+"""Durable connector checkpoints, kept in the hub database.
+
+The table belongs to the connectors (the genealogy store never reads it); its
+migration lives with the hub's others so one ``lothub db upgrade`` creates it.
+
+Example::
+
+    checkpoints = CheckpointStore.connect(settings.store_url)
+    checkpoints.save("wms-alp", cursor.to_json())
+    checkpoints.load("wms-alp")
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from schemas.errors import RetriableError
+
+metadata = MetaData()
+connector_checkpoints = Table(
+    "connector_checkpoints",
+    metadata,
+    Column("connector", String(200), primary_key=True),
+    Column("position", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class CheckpointUnavailableError(RetriableError):
+    """The hub database did not answer; the batch is re-read after a pause."""
+
+
+class CheckpointStore:
+    """Load and save one position per connector."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: str) -> CheckpointStore:
+        """Open the checkpoint table in the hub database at ``url``."""
+        return cls(create_engine(url))
+
+    def load(self, connector: str) -> str | None:
+        """The stored position (JSON) of ``connector``, or None."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(connector_checkpoints.c.position).where(
+                        connector_checkpoints.c.connector == connector
+                    )
+                ).first()
+        except SQLAlchemyError as exc:
+            raise CheckpointUnavailableError(
+                f"cannot read checkpoint of {connector}: {exc}"
+            ) from exc
+        return None if row is None else str(row.position)
+
+    def save(self, connector: str, position: str) -> None:
+        """Store ``position`` for ``connector`` (call only after the broker acknowledged)."""
+        row = {
+            "connector": connector,
+            "position": position,
+            "updated_at": datetime.now(UTC),
+        }
+        try:
+            with self.engine.begin() as conn:
+                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+                    connector_checkpoints
+                )
+                conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=["connector"],
+                        set_={
+                            "position": ins.excluded.position,
+                            "updated_at": ins.excluded.updated_at,
+                        },
+                    ),
+                    [row],
+                )
+        except SQLAlchemyError as exc:
+            raise CheckpointUnavailableError(
+                f"cannot save checkpoint of {connector}: {exc}"
+            ) from exc
+
+    def reset(self, connector: str) -> None:
+        """Forget the checkpoint (a backfill re-reads from the start it is given)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                connector_checkpoints.delete().where(connector_checkpoints.c.connector == connector)
+            )
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
