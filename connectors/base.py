@@ -45,7 +45,7 @@ from prometheus_client import Counter, Gauge
 
 from connectors.checkpoints import CheckpointStore
 from connectors.publisher import KafkaPublisher
-from schemas.errors import DataError, RetriableError
+from schemas.errors import ConfigurationError, DataError, RetriableError
 from schemas.model import LotEventBase, SystemKind
 from schemas.topics import (
     DLQ_REASON,
@@ -102,10 +102,12 @@ class Cursor:
     pk: str
 
     def to_json(self) -> str:
-        """``{"updated_at": ISO-8601 UTC, "pk": ...}``."""
-        return json.dumps(
-            {"updated_at": self.updated_at.astimezone(UTC).isoformat(), "pk": self.pk}
-        )
+        """``{"updated_at": ISO-8601 as the source stores it, "pk": ...}``.
+
+        A source with plant-local (naive) timestamps keeps them naive here, because
+        the cursor is compared in the source's own terms.
+        """
+        return json.dumps({"updated_at": self.updated_at.isoformat(), "pk": self.pk})
 
     @classmethod
     def from_json(cls, text: str) -> Cursor:
@@ -159,6 +161,10 @@ class Source(ABC, Generic[P]):
     @abstractmethod
     def position_from_json(self, text: str) -> P:
         """Rebuild a position from its checkpoint JSON."""
+
+    def position_at(self, since: datetime) -> P:
+        """The position just before ``since``, for a backfill; not every source has one."""
+        raise ConfigurationError(f"connector {self.name} cannot backfill from a date")
 
     def close(self) -> None:
         """Release connections (called when the connector stops)."""
@@ -293,6 +299,12 @@ class Connector(Generic[P]):
         ]
         self.dead_letters.publish_bytes(record.record_key.encode(), record.raw, headers=headers)
 
+    def _report(self) -> None:
+        try:
+            self.checkpoints.save_status(self.source.name, json.dumps(self.status.as_dict()))
+        except RetriableError as exc:  # status is for people; never stop the data for it
+            log.warning("%s: status not saved: %s", self.source.name, exc)
+
     def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:
         """Poll until ``stop`` is set (or, with ``until_idle``, the source has nothing new).
 
@@ -308,11 +320,13 @@ class Connector(Generic[P]):
                     self.status.last_error = str(exc)
                     self.status.consecutive_errors += 1
                     SOURCE_ERRORS.labels(*self._labels, type(exc).__name__).inc()
+                    self._report()
                     backoff = min(max(backoff * 2, 0.5), self.max_backoff_s)
                     log.warning("%s: %s; retrying in %.1fs", self.source.name, exc, backoff)
                     stop.wait(backoff)
                     continue
                 backoff = self.poll_interval_s
+                self._report()
                 if result.empty:
                     if until_idle:
                         return

@@ -35,8 +35,9 @@ connector_checkpoints = Table(
     "connector_checkpoints",
     metadata,
     Column("connector", String(200), primary_key=True),
-    Column("position", Text, nullable=False),
+    Column("position", Text, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("status", Text, nullable=True),
 )
 
 
@@ -68,34 +69,42 @@ class CheckpointStore:
             raise CheckpointUnavailableError(
                 f"cannot read checkpoint of {connector}: {exc}"
             ) from exc
-        return None if row is None else str(row.position)
+        return None if row is None or row.position is None else str(row.position)
 
     def save(self, connector: str, position: str) -> None:
         """Store ``position`` for ``connector`` (call only after the broker acknowledged)."""
-        row = {
-            "connector": connector,
-            "position": position,
-            "updated_at": datetime.now(UTC),
-        }
+        self._upsert({"connector": connector, "position": position,
+                      "updated_at": datetime.now(UTC)}, ("position", "updated_at"))  # fmt: skip
+
+    def _upsert(self, row: dict[str, object], columns: tuple[str, ...]) -> None:
         try:
             with self.engine.begin() as conn:
-                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-                    connector_checkpoints
-                )
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                ins = dialect.insert(connector_checkpoints)
                 conn.execute(
                     ins.on_conflict_do_update(
-                        index_elements=["connector"],
-                        set_={
-                            "position": ins.excluded.position,
-                            "updated_at": ins.excluded.updated_at,
-                        },
+                        index_elements=["connector"], set_={c: ins.excluded[c] for c in columns}
                     ),
                     [row],
                 )
         except SQLAlchemyError as exc:
             raise CheckpointUnavailableError(
-                f"cannot save checkpoint of {connector}: {exc}"
+                f"cannot save state of {row['connector']}: {exc}"
             ) from exc
+
+    def save_status(self, connector: str, status: str) -> None:
+        """Store the connector's latest status (JSON) for ``lothub connectors status``."""
+        self._upsert({"connector": connector, "status": status,
+                      "updated_at": datetime.now(UTC)}, ("status", "updated_at"))  # fmt: skip
+
+    def statuses(self) -> dict[str, tuple[str | None, str | None]]:
+        """Every connector's ``(position, status)`` JSON as stored."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(connector_checkpoints)).all()
+        except SQLAlchemyError as exc:
+            raise CheckpointUnavailableError(f"cannot read connector status: {exc}") from exc
+        return {r.connector: (r.position, r.status) for r in rows}
 
     def reset(self, connector: str) -> None:
         """Forget the checkpoint (a backfill re-reads from the start it is given)."""

@@ -15,7 +15,10 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from schemas.errors import FatalError, LotHubError, RetriableError
 
@@ -39,10 +42,27 @@ def _parser() -> argparse.ArgumentParser:
         help="verify every expected trace over HTTP, print one line, exit 0 or 1",
     )
     sub.add_parser("worker", help="run one stream worker (normalize + store sink)")
+    conn = sub.add_parser("connectors", help="list, run, inspect or backfill connectors")
+    conn_sub = conn.add_subparsers(dest="action", required=True)
+    conn_sub.add_parser("list", help="the connectors of the site configuration")
+    conn_sub.add_parser("status", help="checkpoint, last success and last error of each")
+    run = conn_sub.add_parser("run", help="run one connector until Ctrl-C")
+    run.add_argument("name")
+    run.add_argument("--once", action="store_true", help="stop when the source has nothing new")
+    back = conn_sub.add_parser("backfill", help="re-read history from a date (no duplicates)")
+    back.add_argument("name")
+    back.add_argument("--since", required=True, type=_date, help="YYYY-MM-DD (plant local)")
     db = sub.add_parser("db", help="genealogy store schema")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("topics", help="print the flow map")
     return parser
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-01") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +125,8 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         from lothub.worker import run_worker
 
         return run_worker(settings)
+    if args.command == "connectors":
+        return _connectors(args, settings)
     if args.command == "db":
         from genealogy.store import GenealogyStore
 
@@ -119,3 +141,33 @@ def _run(args: argparse.Namespace, settings: object) -> int:
             )
         return 0
     raise AssertionError(args.command)  # argparse only lets known commands through
+
+
+def _connectors(args: argparse.Namespace, settings: Any) -> int:
+    from lothub import connectors
+
+    if args.action == "list":
+        for name, spec in sorted(settings.sites().connectors.items()):
+            state = "enabled" if spec.enabled else "disabled"
+            print(
+                f"{name:<20} {spec.kind:<12} site={spec.site:<6} every {spec.poll_interval_s:g}s  {state}"
+            )
+        return 0
+    if args.action == "status":
+        print("\n".join(connectors.status_lines(settings)) or "no connectors configured")
+        return 0
+    if args.action == "backfill":
+        published = connectors.backfill(settings, args.name, args.since)
+        print(
+            f"backfill of {args.name} since {args.since:%Y-%m-%d}: {published} events re-published"
+        )
+        return 0
+    _stop_on_sigterm()
+    connector = connectors.make_connector(settings, args.name)
+    stop = threading.Event()
+    try:
+        connector.run(stop, until_idle=args.once)
+    except KeyboardInterrupt:
+        stop.set()
+    print(f"{args.name}: {connector.status.as_dict()}")
+    return 0

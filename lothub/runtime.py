@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from genealogy.store import GenealogyStore
+from lothub.connectors import ConnectorThreads
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError, FatalError, LotHubError
 from streams.worker import HEARTBEAT_COMPONENT
@@ -165,6 +166,7 @@ class Hub:
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.store: GenealogyStore | None = None
+        self.connectors: ConnectorThreads | None = None
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
         self._broker_ok: tuple[float, bool] = (0.0, False)
@@ -196,6 +198,10 @@ class Hub:
         self.store.migrate()
         log.info("genealogy store ready (%d sites configured)", len(sites.sites))
         self.worker = self._start_worker()
+        self.connectors = ConnectorThreads(self.settings)
+        started = self.connectors.start()
+        if started:
+            log.info("connectors running: %s", ", ".join(started))
         self._start_api()
 
     def _child_env(self) -> dict[str, str]:
@@ -284,6 +290,9 @@ class Hub:
             raise FatalError(
                 f"stream worker exited with {self.worker.returncode}; see {self.logs / 'worker.log'}"
             )
+        dead = self.connectors.dead() if self.connectors is not None else []
+        if dead:
+            raise FatalError(f"connector thread(s) ended unexpectedly: {', '.join(dead)}")
         if self.broker is not None and not self.broker.alive():
             raise FatalError(f"embedded broker exited; see {self.logs / 'broker.log'}")
 
@@ -302,6 +311,8 @@ class Hub:
             self._server.should_exit = True
             if self._server_thread is not None:
                 self._server_thread.join(timeout=10)
+        if self.connectors is not None:
+            self.connectors.stop()
         _terminate(self.worker)
         self.worker = None
         if self.store is not None:

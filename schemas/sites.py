@@ -22,10 +22,10 @@ import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import ConfigurationError
 from schemas.model import LotStatus
@@ -84,12 +84,39 @@ class SiteConfig(BaseModel):
         return local.replace(tzinfo=self.zone)
 
 
+class ConnectorSpec(BaseModel):
+    """One configured connector: which kind, for which site, how often, with what settings.
+
+    Secrets never sit in the file: a setting whose name ends in ``_env`` names the
+    environment variable holding the value (``url_env = "LOTHUB_WMS_BRK_URL"``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    site: str
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class SitesConfig(BaseModel):
-    """Every site of the enterprise, by site code."""
+    """Every site of the enterprise, by site code, and the connectors that feed the hub."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sites: dict[str, SiteConfig]
+    connectors: dict[str, ConnectorSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _connector_sites_exist(self) -> SitesConfig:
+        for name, spec in self.connectors.items():
+            if spec.site not in self.sites:
+                raise ValueError(
+                    f"connector {name!r} names site {spec.site!r}, which is not configured"
+                )
+        return self
 
     def site(self, code: str) -> SiteConfig | None:
         """The configuration of site ``code``, or None if it is not configured."""

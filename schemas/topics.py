@@ -8,6 +8,8 @@
                                                                                │ (undecodable)
                                                                                └──> lothub.enterprise.lot-events.dlq
 
+Records a connector cannot map go to ``lothub.connectors.dlq``.
+
 A deployment may put every name under a prefix (``LOTHUB_TOPIC_PREFIX``) so several
 hubs, or several tests, share one broker.
 """
@@ -70,7 +72,18 @@ ENTERPRISE_LOT_EVENTS_DLQ = TopicSpec(
     partitions=1,
 )
 
+CONNECTOR_DLQ = TopicSpec(
+    name="lothub.connectors.dlq",
+    schema="the source record as read (JSON or the file's bytes); reason, connector, position in headers",
+    producers=("connectors.*",),
+    consumers=("operators",),
+    dead_letter=None,
+    partitions=1,
+    doc="Records a connector could not map to a lot event.",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
+    CONNECTOR_DLQ,
     RAW_LOT_EVENTS,
     ENTERPRISE_LOT_EVENTS,
     RAW_LOT_EVENTS_DLQ,
@@ -103,6 +116,11 @@ class Topics:
     def raw_dlq(self) -> str:
         """Dead letters of the normalizer."""
         return self.name(RAW_LOT_EVENTS_DLQ)
+
+    @property
+    def connector_dlq(self) -> str:
+        """Dead letters of the connectors (records they could not map)."""
+        return self.name(CONNECTOR_DLQ)
 
     @property
     def enterprise(self) -> str:

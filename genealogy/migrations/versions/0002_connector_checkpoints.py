@@ -23,8 +23,9 @@ def upgrade() -> None:
     op.create_table(
         "connector_checkpoints",
         sa.Column("connector", sa.String(length=200), nullable=False),
-        sa.Column("position", sa.Text(), nullable=False),
+        sa.Column("position", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("connector", name=op.f("pk_connector_checkpoints")),
     )
 

@@ -1,0 +1,233 @@
+"""WMS connector against a real transactions table (SQLite and PostgreSQL) and a real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    create_engine,
+    insert,
+    text,
+)
+
+from connectors.base import DLQ_SOURCE_POSITION, Connector
+from connectors.checkpoints import CheckpointStore
+from connectors.publisher import KafkaPublisher
+from connectors.wms_sql import WmsSqlConfig, WmsSqlSource
+from genealogy.store import GenealogyStore
+from lothub.runtime import ensure_topics, free_port
+from lothub.settings import Settings
+from schemas.errors import BrokerUnavailableError
+from schemas.model import LotMoved, stable_event_id
+from schemas.serde import make_serde
+from schemas.sites import SitesConfig
+from schemas.topics import DLQ_REASON
+from tests.conftest import PG_ADMIN_URL, wait_for
+from tests.integration.test_pipeline import read_topic
+
+T0 = datetime(2026, 11, 9, 6, 0)
+SAME = datetime(2026, 11, 9, 7, 30)  # three rows share this timestamp
+
+
+def make_table(metadata: MetaData) -> Table:
+    return Table(
+        "wms_transactions", metadata,
+        Column("id", Integer, primary_key=True), Column("updated_at", DateTime, nullable=False),
+        Column("txn_type", String(20)), Column("lot", String(40)), Column("item_code", String(40)),
+        Column("item_description", String(80)), Column("quantity", Numeric(18, 4)),
+        Column("uom", String(10)), Column("from_location", String(40)),
+        Column("to_location", String(40)), Column("license_plate", String(40)),
+        Column("document", String(40)), Column("partner", String(80)),
+        Column("partner_lot", String(40)), Column("dest_site", String(10)),
+    )  # fmt: skip
+
+
+def rows() -> list[dict[str, Any]]:
+    base = {"item_code": "CD-900", "item_description": "Cocoa drink base", "uom": "LB",
+            "license_plate": None, "document": None, "partner": None, "partner_lot": None,
+            "dest_site": None, "from_location": None, "to_location": None}  # fmt: skip
+    data = [
+        {"id": 1, "updated_at": T0, "txn_type": "RECEIPT", "lot": "26313-01", "quantity": Decimal(2204),
+         "to_location": "DOCK", "partner": "Sucre Romand SA", "partner_lot": "SR-1", "document": "PO-1"},
+        {"id": 2, "updated_at": T0.replace(hour=7), "txn_type": "PUTAWAY", "lot": "26313-01",
+         "quantity": Decimal(2204), "from_location": "DOCK", "to_location": "A-01-02",
+         "license_plate": "LP-77120"},
+        {"id": 3, "updated_at": SAME, "txn_type": "MOVE", "lot": "26313-01", "quantity": Decimal(1000),
+         "from_location": "A-01-02", "to_location": "B-02-01"},
+        {"id": 4, "updated_at": SAME, "txn_type": "TELEPORT", "lot": "26313-01", "quantity": Decimal(1)},
+        {"id": 5, "updated_at": SAME, "txn_type": "PICK", "lot": "26313-01", "quantity": Decimal(1200),
+         "from_location": "B-02-01", "to_location": "STAGE"},
+        {"id": 6, "updated_at": T0.replace(hour=9), "txn_type": "SHIP", "lot": "26313-01",
+         "quantity": Decimal(1200), "from_location": "STAGE", "partner": "Midwest Grocers Inc",
+         "document": "BOL-77120"},
+        {"id": 7, "updated_at": T0.replace(hour=10), "txn_type": "COUNT", "lot": "26313-01",
+         "quantity": Decimal("-3.5"), "to_location": "A-01-02"},
+    ]  # fmt: skip
+    return [{**base, **r} for r in data]
+
+
+def expected_ids(name: str) -> set[str]:
+    good = {
+        stable_event_id(name, "txn", str(r["id"])) for r in rows() if r["txn_type"] != "TELEPORT"
+    }
+    plates = {stable_event_id(name, "lp", f"{r['license_plate']}\x1f{r['lot']}")
+              for r in rows() if r["license_plate"]}  # fmt: skip
+    return good | plates
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def wms_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A WMS database with its transactions table filled."""
+    url = (f"sqlite:///{tmp_path / 'wms.db'}" if request.param == "sqlite"
+           else str(request.getfixturevalue("postgres_url")))  # fmt: skip
+    engine = create_engine(url)
+    metadata = MetaData()
+    table = make_table(metadata)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table), rows())
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def wiring(broker: str, settings_factory: Callable[..., Settings], sqlite_url: str,
+           store_factory: Callable[[str], GenealogyStore]) -> Iterator[tuple[Settings, CheckpointStore]]:  # fmt: skip
+    settings = settings_factory(kafka_bootstrap=broker, database_url=sqlite_url)
+    ensure_topics(settings)
+    store_factory(sqlite_url)  # migrations create the checkpoint table
+    checkpoints = CheckpointStore.connect(sqlite_url)
+    yield settings, checkpoints
+    checkpoints.close()
+
+
+def connector_for(settings: Settings, checkpoints: CheckpointStore, url: str, demo_sites: SitesConfig,
+                  *, publisher: KafkaPublisher | None = None, batch_size: int = 2) -> Connector[Any]:  # fmt: skip
+    name = f"wms-{uuid.uuid4().hex[:6]}"
+    source = WmsSqlSource(
+        WmsSqlConfig(name=name, site_code="BRK", site=demo_sites.sites["BRK"], url=url)
+    )
+    serde = make_serde()
+    return Connector(
+        source,
+        publisher or KafkaPublisher(settings.producer_config(), serde, settings.topics.raw),
+        KafkaPublisher(settings.producer_config(), serde, settings.topics.connector_dlq),
+        checkpoints, batch_size=batch_size, poll_interval_s=0.2, max_backoff_s=0.5,
+    )  # fmt: skip
+
+
+def published_ids(settings: Settings) -> list[str]:
+    serde = make_serde()
+    return [serde.decode(m.value(), topic="raw", partition=0, offset=0).envelope.event_id
+            for m in read_topic(settings, settings.topics.raw)]  # fmt: skip
+
+
+def test_every_row_once_across_batches_with_equal_timestamps(
+    wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+) -> None:
+    settings, checkpoints = wiring
+    connector = connector_for(settings, checkpoints, wms_url, demo_sites, batch_size=2)
+    connector.run(threading.Event(), until_idle=True)
+    ids = published_ids(settings)
+    assert sorted(ids) == sorted(expected_ids(connector.source.name)), "no row lost, none repeated"
+    assert json.loads(checkpoints.load(connector.source.name) or "{}")["pk"] == "7"
+    connector.run(threading.Event(), until_idle=True)  # nothing new: nothing re-sent
+    assert len(published_ids(settings)) == len(ids)
+
+    serde = make_serde()
+    moves = [e for e in (serde.decode(m.value(), topic="raw", partition=0, offset=0)
+                         for m in read_topic(settings, settings.topics.raw)) if isinstance(e, LotMoved)]  # fmt: skip
+    putaway = next(m for m in moves if m.kind == "PUTAWAY")
+    assert putaway.license_plate == "LP-77120"
+    assert putaway.envelope.occurred_at.isoformat() == "2026-11-09T07:00:00-06:00", (
+        "America/Chicago"
+    )
+
+
+def test_a_row_that_cannot_be_mapped_is_dead_lettered_and_the_rest_flows(
+    wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+) -> None:
+    settings, checkpoints = wiring
+    connector = connector_for(settings, checkpoints, wms_url, demo_sites)
+    connector.run(threading.Event(), until_idle=True)
+    dead = read_topic(settings, settings.topics.connector_dlq)
+    assert len(dead) == 1
+    payload = json.loads(dead[0].value())
+    assert payload["id"] == 4
+    assert payload["txn_type"] == "TELEPORT"
+    headers = dict(dead[0].headers())
+    assert "TELEPORT" in headers[DLQ_REASON].decode()
+    assert json.loads(headers[DLQ_SOURCE_POSITION])["pk"] == "4"
+    assert connector.status.dead_lettered == 1
+    assert stable_event_id(connector.source.name, "txn", "5") in published_ids(settings)
+
+
+def test_broker_down_advances_nothing_and_loses_nothing(
+    wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+) -> None:
+    settings, checkpoints = wiring
+    dead_broker = {**settings.producer_config(), "bootstrap.servers": f"127.0.0.1:{free_port()}",
+                   "message.timeout.ms": 1500}  # fmt: skip
+    down = connector_for(settings, checkpoints, wms_url, demo_sites,
+                         publisher=KafkaPublisher(dead_broker, make_serde(), settings.topics.raw))  # fmt: skip
+    with pytest.raises(BrokerUnavailableError):
+        down.run_once()
+    down.source.close()
+    assert checkpoints.load(down.source.name) is None, "checkpoint not advanced"
+    recovered = connector_for(settings, checkpoints, wms_url, demo_sites)
+    recovered.source.name = down.source.name  # the same connector, broker back
+    recovered.run(threading.Event(), until_idle=True)
+    assert sorted(published_ids(settings)) == sorted(expected_ids(down.source.name))
+
+
+def test_source_down_is_retried_reported_and_resumed(
+    wiring: tuple[Settings, CheckpointStore], demo_sites: SitesConfig, postgres_admin: str
+) -> None:
+    settings, checkpoints = wiring
+    name = f"wms_down_{uuid.uuid4().hex[:8]}"
+    url = f"{postgres_admin.rsplit('/', 1)[0]}/{name}"  # the WMS database does not exist yet
+    connector = connector_for(settings, checkpoints, url, demo_sites)
+    stop = threading.Event()
+    runner = threading.Thread(target=connector.run, args=(stop,), daemon=True)
+    runner.start()
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        wait_for(lambda: connector.status.consecutive_errors >= 2, 30, "two failed polls")
+        assert "WMS database unreachable" in (connector.status.last_error or "")
+        assert runner.is_alive(), "a source outage never ends the loop"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine = create_engine(url)
+        metadata = MetaData()
+        table = make_table(metadata)
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(table), rows())
+        engine.dispose()
+        expected = expected_ids(connector.source.name)
+        wait_for(lambda: set(published_ids(settings)) >= expected, 60, "every row after recovery")
+        assert connector.status.consecutive_errors == 0
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        connector.source.close()
+        time.sleep(0.2)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,77 @@
+"""Connector configuration: secrets from the environment, clear errors, cursors that round-trip."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from connectors.base import Cursor
+from connectors.registry import build_source, resolve_settings
+from connectors.wms_sql import WmsSqlSource
+from lothub.settings import demo_sites_path
+from schemas.errors import ConfigurationError
+from schemas.sites import SitesConfig, load_sites
+
+CONNECTOR = """
+[connectors.wms-brk]
+kind = "{kind}"
+site = "{site}"
+[connectors.wms-brk.settings]
+url_env = "TEST_WMS_URL"
+{extra}
+"""
+
+
+def sites_with(
+    tmp_path: Path, kind: str = "wms-sql", site: str = "BRK", extra: str = ""
+) -> SitesConfig:
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        demo_sites_path().read_text() + CONNECTOR.format(kind=kind, site=site, extra=extra)
+    )
+    return load_sites(path)
+
+
+def test_secret_settings_come_from_the_environment() -> None:
+    assert resolve_settings("c", {"url_env": "X", "table": "t"}, {"X": "sqlite://"}) == {
+        "url": "sqlite://", "table": "t"}  # fmt: skip
+
+
+def test_a_missing_secret_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="TEST_NOPE"):
+        resolve_settings("c", {"url_env": "TEST_NOPE"}, {})
+
+
+def test_build_a_configured_wms_connector(tmp_path: Path) -> None:
+    source = build_source("wms-brk", sites_with(tmp_path), {"TEST_WMS_URL": "sqlite://"})
+    assert isinstance(source, WmsSqlSource)
+    assert (source.name, source.site) == ("wms-brk", "BRK")
+
+
+def test_unknown_kind_lists_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="wms-sql"):
+        build_source("wms-brk", sites_with(tmp_path, kind="sap-idoc"), {"TEST_WMS_URL": "x"})
+
+
+def test_unknown_setting_is_refused(tmp_path: Path) -> None:
+    sites = sites_with(tmp_path, extra='tabel = "typo"')
+    with pytest.raises(ConfigurationError, match="tabel"):
+        build_source("wms-brk", sites, {"TEST_WMS_URL": "sqlite://"})
+
+
+def test_connector_for_an_unknown_site_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="XYZ"):
+        sites_with(tmp_path, site="XYZ")
+
+
+def test_unknown_connector_names_the_configured_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="wms-brk"):
+        build_source("wms-alp", sites_with(tmp_path), {})
+
+
+@pytest.mark.parametrize("at", [datetime(2026, 11, 9, 7, 30), datetime(2026, 11, 9, 7, 30, 0, 123)])
+def test_cursor_round_trips_and_keeps_plant_local_time_naive(at: datetime) -> None:
+    cursor = Cursor(updated_at=at, pk="42")
+    assert Cursor.from_json(cursor.to_json()) == cursor
