@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from connectors.base import Source
+from connectors.lims import LimsCsvSource, LimsMapping, LimsRestSource
 from connectors.wms_sql import WmsSqlConfig, WmsSqlSource
 from schemas.errors import ConfigurationError
 from schemas.sites import ConnectorSpec, SitesConfig
@@ -61,8 +63,61 @@ def _wms_sql(
     ))  # fmt: skip
 
 
+_MAPPING_KEYS = {"fields", "date_format", "decimal_separator", "pass_values", "location_id"}
+
+
+def _lims_mapping(
+    name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[str, Any]
+) -> LimsMapping:
+    extra: dict[str, Any] = {k: settings[k] for k in _MAPPING_KEYS & set(settings)}
+    if "pass_values" in extra:
+        extra["pass_values"] = frozenset(str(v).upper() for v in extra["pass_values"])
+    return LimsMapping(
+        system_instance=name, site_code=spec.site, site=sites.sites[spec.site], **extra
+    )
+
+
+def _check(
+    name: str, kind: str, settings: dict[str, Any], required: set[str], optional: set[str]
+) -> None:
+    missing = sorted(required - set(settings))
+    if missing:
+        raise ConfigurationError(f"connector {name}: {kind} needs settings {missing}")
+    unknown = sorted(set(settings) - required - optional)
+    if unknown:
+        raise ConfigurationError(
+            f"connector {name}: unknown {kind} settings {unknown}; known: {sorted(required | optional)}"
+        )
+
+
+def _lims_csv(
+    name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[str, Any]
+) -> Source[Any]:
+    _check(
+        name, "lims-csv", settings, {"folder"}, {"pattern", "encoding", "delimiter"} | _MAPPING_KEYS
+    )
+    return LimsCsvSource(
+        name=name, folder=Path(settings["folder"]), mapping=_lims_mapping(name, spec, sites, settings),
+        pattern=settings.get("pattern", "*.csv"), encoding=settings.get("encoding", "utf-8"),
+        delimiter=settings.get("delimiter", ","),
+    )  # fmt: skip
+
+
+def _lims_rest(
+    name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[str, Any]
+) -> Source[Any]:
+    _check(
+        name, "lims-rest", settings, {"url"}, {"token", "id_field", "updated_field"} | _MAPPING_KEYS
+    )
+    return LimsRestSource(
+        name=name, url=settings["url"], mapping=_lims_mapping(name, spec, sites, settings),
+        token=settings.get("token"), id_field=settings.get("id_field", "id"),
+        updated_field=settings.get("updated_field", "updated_at"),
+    )  # fmt: skip
+
+
 Factory = Callable[[str, ConnectorSpec, SitesConfig, dict[str, Any]], Source[Any]]
-KINDS: dict[str, Factory] = {"wms-sql": _wms_sql}
+KINDS: dict[str, Factory] = {"wms-sql": _wms_sql, "lims-csv": _lims_csv, "lims-rest": _lims_rest}
 
 
 def build_source(

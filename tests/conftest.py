@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from connectors.checkpoints import CheckpointStore
 from genealogy.store import GenealogyStore
-from lothub.runtime import EmbeddedBroker
+from lothub.runtime import EmbeddedBroker, ensure_topics
 from lothub.settings import Settings, demo_sites_path
 from schemas.sites import SitesConfig, load_sites
 
@@ -182,3 +183,15 @@ def wait_for(
             pytest.fail(f"gave up waiting for {what}: a process it depends on died")
         time.sleep(poll_s)
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def connector_wiring(broker: str, settings_factory: Callable[..., Settings], sqlite_url: str,
+           store_factory: Callable[[str], GenealogyStore]) -> Iterator[tuple[Settings, CheckpointStore]]:  # fmt: skip
+    """Settings on the session broker, topics created, a hub database with checkpoints."""
+    settings = settings_factory(kafka_bootstrap=broker, database_url=sqlite_url)
+    ensure_topics(settings)
+    store_factory(sqlite_url)  # migrations create the checkpoint table
+    checkpoints = CheckpointStore.connect(sqlite_url)
+    yield settings, checkpoints
+    checkpoints.close()

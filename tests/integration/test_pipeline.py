@@ -6,12 +6,10 @@ Raw site events -> faust worker (normalize, sink) -> genealogy store -> trace AP
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from subprocess import Popen
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from connectors.publisher import KafkaPublisher
@@ -25,33 +23,10 @@ from schemas.sites import SitesConfig
 from schemas.topics import DLQ_REASON, DLQ_REASON_CODE, DLQ_SOURCE_OFFSET, DLQ_SOURCE_TOPIC
 from streams.worker import HEARTBEAT_COMPONENT
 from tests.conftest import wait_for
-from tests.helpers import snapshot
+from tests.helpers import read_topic, snapshot
 from trace_api.app import create_app
 
 GARBAGE = b"\x00\x01 this is not an Avro record \xff"
-
-
-def read_topic(settings: Settings, topic: str, timeout_s: float = 15.0) -> list[Any]:
-    """Every record on ``topic`` from the beginning, via a throwaway consumer."""
-    consumer = Consumer(
-        {**settings.consumer_config(f"reader-{time.time_ns()}"), "enable.partition.eof": True}
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records, done = [], set()
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(partitions) and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                done.add(msg.partition())
-            else:
-                records.append(msg)
-        return records
-    finally:
-        consumer.close()
 
 
 def worker_stats(store: GenealogyStore) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,8 +29,7 @@ from connectors.base import DLQ_SOURCE_POSITION, Connector
 from connectors.checkpoints import CheckpointStore
 from connectors.publisher import KafkaPublisher
 from connectors.wms_sql import WmsSqlConfig, WmsSqlSource
-from genealogy.store import GenealogyStore
-from lothub.runtime import ensure_topics, free_port
+from lothub.runtime import free_port
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError
 from schemas.model import LotMoved, stable_event_id
@@ -39,7 +37,7 @@ from schemas.serde import make_serde
 from schemas.sites import SitesConfig
 from schemas.topics import DLQ_REASON
 from tests.conftest import PG_ADMIN_URL, wait_for
-from tests.integration.test_pipeline import read_topic
+from tests.helpers import read_topic
 
 T0 = datetime(2026, 11, 9, 6, 0)
 SAME = datetime(2026, 11, 9, 7, 30)  # three rows share this timestamp
@@ -106,17 +104,6 @@ def wms_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def wiring(broker: str, settings_factory: Callable[..., Settings], sqlite_url: str,
-           store_factory: Callable[[str], GenealogyStore]) -> Iterator[tuple[Settings, CheckpointStore]]:  # fmt: skip
-    settings = settings_factory(kafka_bootstrap=broker, database_url=sqlite_url)
-    ensure_topics(settings)
-    store_factory(sqlite_url)  # migrations create the checkpoint table
-    checkpoints = CheckpointStore.connect(sqlite_url)
-    yield settings, checkpoints
-    checkpoints.close()
-
-
 def connector_for(settings: Settings, checkpoints: CheckpointStore, url: str, demo_sites: SitesConfig,
                   *, publisher: KafkaPublisher | None = None, batch_size: int = 2) -> Connector[Any]:  # fmt: skip
     name = f"wms-{uuid.uuid4().hex[:6]}"
@@ -139,9 +126,9 @@ def published_ids(settings: Settings) -> list[str]:
 
 
 def test_every_row_once_across_batches_with_equal_timestamps(
-    wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+    connector_wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
 ) -> None:
-    settings, checkpoints = wiring
+    settings, checkpoints = connector_wiring
     connector = connector_for(settings, checkpoints, wms_url, demo_sites, batch_size=2)
     connector.run(threading.Event(), until_idle=True)
     ids = published_ids(settings)
@@ -161,9 +148,9 @@ def test_every_row_once_across_batches_with_equal_timestamps(
 
 
 def test_a_row_that_cannot_be_mapped_is_dead_lettered_and_the_rest_flows(
-    wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+    connector_wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
 ) -> None:
-    settings, checkpoints = wiring
+    settings, checkpoints = connector_wiring
     connector = connector_for(settings, checkpoints, wms_url, demo_sites)
     connector.run(threading.Event(), until_idle=True)
     dead = read_topic(settings, settings.topics.connector_dlq)
@@ -179,9 +166,9 @@ def test_a_row_that_cannot_be_mapped_is_dead_lettered_and_the_rest_flows(
 
 
 def test_broker_down_advances_nothing_and_loses_nothing(
-    wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+    connector_wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
 ) -> None:
-    settings, checkpoints = wiring
+    settings, checkpoints = connector_wiring
     dead_broker = {**settings.producer_config(), "bootstrap.servers": f"127.0.0.1:{free_port()}",
                    "message.timeout.ms": 1500}  # fmt: skip
     down = connector_for(settings, checkpoints, wms_url, demo_sites,
@@ -197,9 +184,9 @@ def test_broker_down_advances_nothing_and_loses_nothing(
 
 
 def test_source_down_is_retried_reported_and_resumed(
-    wiring: tuple[Settings, CheckpointStore], demo_sites: SitesConfig, postgres_admin: str
+    connector_wiring: tuple[Settings, CheckpointStore], demo_sites: SitesConfig, postgres_admin: str
 ) -> None:
-    settings, checkpoints = wiring
+    settings, checkpoints = connector_wiring
     name = f"wms_down_{uuid.uuid4().hex[:8]}"
     url = f"{postgres_admin.rsplit('/', 1)[0]}/{name}"  # the WMS database does not exist yet
     connector = connector_for(settings, checkpoints, url, demo_sites)
