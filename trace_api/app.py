@@ -17,7 +17,8 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genealogy.store import GenealogyStore
@@ -76,8 +77,16 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
     }
 
 
-def create_app(store: GenealogyStore, readiness: Readiness | None = None) -> FastAPI:
-    """The trace API on ``store``; ``readiness`` adds checks to ``/readyz``."""
+def create_app(
+    store: GenealogyStore,
+    readiness: Readiness | None = None,
+    metrics: CollectorRegistry = REGISTRY,
+) -> FastAPI:
+    """The trace API on ``store``; ``readiness`` adds checks to ``/readyz``.
+
+    ``/metrics`` serves ``metrics`` (the process's default registry unless given),
+    which carries the connectors' metrics when they run in the same process.
+    """
     app = FastAPI(
         title="lothub trace API",
         version="0.1.0",
@@ -98,6 +107,11 @@ def create_app(store: GenealogyStore, readiness: Readiness | None = None) -> Fas
     def healthz() -> dict[str, str]:
         """Answers while the process lives."""
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:

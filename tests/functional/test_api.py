@@ -64,3 +64,12 @@ def test_healthz_always_and_readyz_only_when_every_part_is_up(client: TestClient
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"store": True, "api": True, "broker": True, "worker": False}
+
+
+def test_metrics_are_served_in_prometheus_format(client: TestClient) -> None:
+    import connectors.base  # noqa: F401 - its metrics register on import
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "lothub_connector_records_read_total" in response.text
