@@ -3,13 +3,18 @@
 A :class:`Source` subclass states its name, system and site, reads records after a
 position, and maps one record to lot events. :class:`Connector` owns the loop:
 
-1. read a batch strictly after the stored checkpoint;
+1. read a batch strictly after the last one (after the stored checkpoint on start);
 2. map every record; a record that cannot be mapped (any
    :class:`~schemas.errors.DataError`) goes to the connectors' dead-letter topic with
    the raw payload, its source position and the reason, and the batch carries on;
 3. publish the events and wait until the broker acknowledged all of them (idempotent
    producer, ``acks=all``);
 4. only then store the new checkpoint, in the hub database.
+
+Steps 1-3 of the next batch overlap with the delivery of the previous ones (at most
+``max_in_flight`` batches in flight); the checkpoint only ever moves over batches
+whose every event was acknowledged, in order. A delivery failure sends the
+connector back to its checkpoint.
 
 A crash between 3 and 4 re-sends the batch on restart: events have stable ids, and
 the hub stores each once (at-least-once delivery, effectively-once storage). Source
@@ -36,6 +41,7 @@ import json
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,8 +50,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from prometheus_client import Counter, Gauge
 
 from connectors.checkpoints import CheckpointStore
-from connectors.publisher import KafkaPublisher
-from schemas.errors import ConfigurationError, DataError, RetriableError
+from connectors.publisher import Delivery, KafkaPublisher
+from schemas.errors import BrokerUnavailableError, ConfigurationError, DataError, RetriableError
 from schemas.model import LotEventBase, SystemKind
 from schemas.topics import (
     DLQ_REASON,
@@ -225,6 +231,8 @@ class Connector(Generic[P]):
         batch_size: int = 500,
         poll_interval_s: float = 5.0,
         max_backoff_s: float = 60.0,
+        max_in_flight: int = 4,
+        checkpoint_key: str | None = None,
     ) -> None:
         self.source = source
         self.publisher = publisher
@@ -237,17 +245,27 @@ class Connector(Generic[P]):
             name=source.name, site=source.site, system=source.system_kind.value
         )
         self._labels = (source.site, source.system_kind.value, source.name)
+        self.max_in_flight = max_in_flight
+        #: where the position is stored: the source's name, or e.g. a backfill's own key
+        self.checkpoint_key = checkpoint_key or source.name
+        self._in_flight: deque[tuple[SourceRecord[P], int, Delivery]] = deque()
+        self._next: P | None = None  # read position of the batches in flight
 
     def position(self) -> P | None:
         """The stored checkpoint, or None before the first delivered batch."""
-        text = self.checkpoints.load(self.source.name)
+        text = self.checkpoints.load(self.checkpoint_key)
         return None if text is None else self.source.position_from_json(text)
 
     def run_once(self) -> BatchResult:
-        """One batch: read after the checkpoint, map, publish, then advance the checkpoint."""
-        after = self.position()
+        """One batch: read, map, send; then checkpoint every batch the broker acknowledged.
+
+        Up to ``max_in_flight`` batches are sent before waiting for their
+        acknowledgements, so reading and mapping overlap with delivery.
+        """
+        after = self._next if self._next is not None else self.position()
         records = self.source.read(after, self.batch_size)
         if not records:
+            self.drain()
             self._succeeded(None)
             return BatchResult(0, 0, 0)
         RECORDS_READ.labels(*self._labels).inc(len(records))
@@ -262,15 +280,44 @@ class Connector(Generic[P]):
                 self._dead_letter(record, exc)
         if dead:
             self.dead_letters.flush()  # a dead letter is a delivery too: never lose one
-        self.publisher.publish(events)
-        last = records[-1]
-        self.checkpoints.save(self.source.name, last.position.to_json())
-        EVENTS_PUBLISHED.labels(*self._labels).inc(len(events))
-        RECORDS_DEAD_LETTERED.labels(*self._labels).inc(dead)
-        self.status.events_published += len(events)
-        self.status.dead_lettered += dead
-        self._succeeded(last)
+            RECORDS_DEAD_LETTERED.labels(*self._labels).inc(dead)
+            self.status.dead_lettered += dead
+        self._in_flight.append((records[-1], len(events), self.publisher.send(events)))
+        self._next = records[-1].position
+        self._advance(wait=len(self._in_flight) > self.max_in_flight)
         return BatchResult(len(records), len(events), dead)
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for every batch in flight and checkpoint it; raise if one is not acknowledged."""
+        if self._in_flight:
+            self._advance(wait=True, timeout_s=timeout_s)
+
+    def _advance(self, *, wait: bool, timeout_s: float = 30.0) -> None:
+        try:
+            if wait:
+                self.publisher.flush(timeout_s)
+            else:
+                self.publisher.poll()
+        except RetriableError:
+            self._forget_in_flight()
+            raise
+        while self._in_flight and self._in_flight[0][2].done:
+            last, count, delivery = self._in_flight.popleft()
+            if delivery.errors:
+                self._forget_in_flight()
+                raise BrokerUnavailableError(
+                    f"{len(delivery.errors)} event(s) of {self.source.name} not acknowledged: "
+                    f"{delivery.errors[0]}"
+                )
+            self.checkpoints.save(self.checkpoint_key, last.position.to_json())
+            EVENTS_PUBLISHED.labels(*self._labels).inc(count)
+            self.status.events_published += count
+            self._succeeded(last)
+
+    def _forget_in_flight(self) -> None:
+        """After a delivery failure, re-read from the checkpoint (at-least-once)."""
+        self._in_flight.clear()
+        self._next = None
 
     def _succeeded(self, last: SourceRecord[P] | None) -> None:
         now = datetime.now(UTC)
@@ -301,7 +348,7 @@ class Connector(Generic[P]):
 
     def _report(self) -> None:
         try:
-            self.checkpoints.save_status(self.source.name, json.dumps(self.status.as_dict()))
+            self.checkpoints.save_status(self.checkpoint_key, json.dumps(self.status.as_dict()))
         except RetriableError as exc:  # status is for people; never stop the data for it
             log.warning("%s: status not saved: %s", self.source.name, exc)
 
@@ -317,6 +364,7 @@ class Connector(Generic[P]):
                 try:
                     result = self.run_once()
                 except RetriableError as exc:
+                    self._forget_in_flight()
                     self.status.last_error = str(exc)
                     self.status.consecutive_errors += 1
                     SOURCE_ERRORS.labels(*self._labels, type(exc).__name__).inc()
@@ -332,4 +380,9 @@ class Connector(Generic[P]):
                         return
                     stop.wait(self.poll_interval_s)
         finally:
-            self.source.close()
+            try:
+                self.drain()  # what was sent before the stop gets its checkpoint
+            except RetriableError as exc:
+                log.warning("%s: stopped with unacknowledged events: %s", self.source.name, exc)
+            finally:
+                self.source.close()

@@ -23,6 +23,26 @@ from schemas.model import LotEventBase
 from schemas.serde import Serde
 
 
+class Delivery:
+    """Acknowledgements of one batch, filled in by librdkafka's delivery callbacks."""
+
+    __slots__ = ("errors", "pending")
+
+    def __init__(self, count: int) -> None:
+        self.pending = count
+        self.errors: list[str] = []
+
+    def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+        self.pending -= 1
+        if err is not None:
+            self.errors.append(str(err))
+
+    @property
+    def done(self) -> bool:
+        """Every record of the batch was acknowledged or refused."""
+        return self.pending <= 0
+
+
 class KafkaPublisher:
     """One long-lived confluent-kafka producer for one connector."""
 
@@ -44,6 +64,24 @@ class KafkaPublisher:
             key = (lots[0] if lots else event.envelope.event_id).encode()
             self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivered)
         self._flush(timeout_s, failures)
+
+    def send(self, events: Sequence[LotEventBase]) -> Delivery:
+        """Queue ``events`` without waiting; the returned :class:`Delivery` fills in.
+
+        Used by connectors to read the next batch while this one is in flight;
+        call :meth:`poll` or :meth:`flush` to serve the delivery callbacks.
+        """
+        delivery = Delivery(len(events))
+        for event in events:
+            lots = event.lots()
+            key = (lots[0] if lots else event.envelope.event_id).encode()
+            self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivery)
+        self._producer.poll(0)
+        return delivery
+
+    def poll(self) -> None:
+        """Serve delivery callbacks that are due, without waiting."""
+        self._producer.poll(0)
 
     def publish_bytes(
         self,
@@ -71,7 +109,10 @@ class KafkaPublisher:
                 ) from exc
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every queued record; raise if any is not acknowledged."""
+        """Wait for every queued record; raise if any is still unacknowledged.
+
+        Refused records are reported through their delivery callbacks.
+        """
         self._flush(timeout_s, [])
 
     def _flush(self, timeout_s: float, failures: list[str]) -> None:

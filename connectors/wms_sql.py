@@ -36,7 +36,20 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, and_, create_engine, or_, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    and_,
+    create_engine,
+    or_,
+    select,
+)
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from connectors.base import Cursor, Source, SourceRecord
@@ -103,6 +116,27 @@ class WmsSqlConfig:
         """The WMS's name for a logical column."""
         return self.columns.get(logical, DEFAULT_COLUMNS[logical])
 
+    def resolved(self) -> dict[str, str]:
+        """Every logical column with the WMS's name for it."""
+        return {**DEFAULT_COLUMNS, **self.columns}
+
+
+def default_table(metadata: MetaData, name: str = "wms_transactions") -> Table:
+    """The transactions table laid out as the defaults expect (simulators, tests, docs).
+
+    A real WMS keeps its own layout and maps its column names under ``columns``.
+    """
+    text = {"txn_type": 20, "lot": 40, "item_code": 40, "item_description": 80, "uom": 10,
+            "from_location": 40, "to_location": 40, "license_plate": 40, "document": 40,
+            "partner": 80, "partner_lot": 40, "dest_site": 10}  # fmt: skip
+    return Table(
+        name, metadata,
+        Column("id", Integer, primary_key=True),
+        Column("updated_at", DateTime, nullable=False, index=True),
+        Column("quantity", Numeric(18, 4)),
+        *(Column(col, String(size)) for col, size in text.items()),
+    )  # fmt: skip
+
 
 class WmsSqlSource(Source[Cursor]):
     """Reads the WMS transactions table; one long-lived engine per connector."""
@@ -117,6 +151,10 @@ class WmsSqlSource(Source[Cursor]):
                 f"connector {config.name}: unknown column keys {unknown}; known: {sorted(DEFAULT_COLUMNS)}"
             )
         self.config = config
+        self._columns = config.resolved()  # looked up per field of every row
+        self._locations: dict[str, Location] = {}
+        self._source = EventSource(system_kind=SystemKind.WMS, system_instance=self.name,
+                                   site=self.site)  # fmt: skip
         self.engine = engine or create_engine(config.url, pool_pre_ping=True)
         self._table: Table | None = None
         self._sequence = 0
@@ -187,13 +225,12 @@ class WmsSqlSource(Source[Cursor]):
     def to_events(self, record: SourceRecord[Cursor]) -> list[LotEventBase]:
         """Map one transaction row; a row that cannot be mapped raises a DataError."""
         row: dict[str, Any] = json.loads(record.raw)
-        get = _Row(row, self.config)
+        get = _Row(row, self._columns)
         txn = get.text("txn_type").upper()
         occurred = self.config.site.localize(datetime.fromisoformat(get.text("updated_at")))
         self._sequence += 1
         envelope_base: dict[str, Any] = {
-            "source": EventSource(system_kind=SystemKind.WMS, system_instance=self.name,
-                                  site=self.site),
+            "source": self._source,
             "occurred_at": occurred,
             "recorded_at": occurred,
             "sequence": self._sequence,
@@ -279,7 +316,12 @@ class WmsSqlSource(Source[Cursor]):
 
     def _location(self, code: str | None) -> Location:
         code = code or "UNKNOWN"
-        return Location(location_id=f"{self.site}-{code}", name=code, site=self.site)
+        # a warehouse has a few hundred bins: build each (frozen) Location once
+        location = self._locations.get(code)
+        if location is None:
+            location = Location(location_id=f"{self.site}-{code}", name=code, site=self.site)
+            self._locations[code] = location
+        return location
 
     def close(self) -> None:
         """Dispose of the WMS connection pool."""
@@ -289,18 +331,18 @@ class WmsSqlSource(Source[Cursor]):
 class _Row:
     """Typed access to a row by logical column, with data errors that name the column."""
 
-    def __init__(self, row: dict[str, Any], config: WmsSqlConfig) -> None:
+    def __init__(self, row: dict[str, Any], columns: dict[str, str]) -> None:
         self.row = row
-        self.config = config
+        self.columns = columns
 
     def optional(self, logical: str) -> str | None:
-        value = self.row.get(self.config.column(logical))
+        value = self.row.get(self.columns[logical])
         return None if value is None or str(value).strip() == "" else str(value).strip()
 
     def text(self, logical: str) -> str:
         value = self.optional(logical)
         if value is None:
-            raise EventValidationError(f"column {self.config.column(logical)!r} is empty")
+            raise EventValidationError(f"column {self.columns[logical]!r} is empty")
         return value
 
     def decimal(self, logical: str) -> Decimal:
@@ -309,7 +351,7 @@ class _Row:
             return Decimal(text)
         except InvalidOperation as exc:
             raise EventValidationError(
-                f"column {self.config.column(logical)!r} is not a number: {text!r}"
+                f"column {self.columns[logical]!r} is not a number: {text!r}"
             ) from exc
 
 

@@ -24,8 +24,6 @@ def make_connector(
     """Connector ``name`` of the site configuration, wired to this deployment."""
     sites = settings.sites()
     source = build_source(name, sites)
-    if checkpoint_key is not None:
-        source.name = checkpoint_key
     spec = sites.connectors[name]
     serde = make_serde(settings.schema_registry_url)
     topics = settings.topics
@@ -36,6 +34,7 @@ def make_connector(
         CheckpointStore.connect(settings.store_url),
         batch_size=spec.batch_size,
         poll_interval_s=spec.poll_interval_s,
+        checkpoint_key=checkpoint_key,
     )
 
 
@@ -46,9 +45,11 @@ def backfill(settings: Settings, name: str, since: datetime) -> int:
     Returns the number of events published.
     """
     connector = make_connector(settings, name, checkpoint_key=f"{name}#backfill")
-    connector.checkpoints.save(connector.source.name, connector.source.position_at(since).to_json())
+    connector.checkpoints.save(
+        connector.checkpoint_key, connector.source.position_at(since).to_json()
+    )
     connector.run(threading.Event(), until_idle=True)
-    connector.checkpoints.reset(connector.source.name)
+    connector.checkpoints.reset(connector.checkpoint_key)
     return connector.status.events_published
 
 

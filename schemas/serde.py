@@ -49,7 +49,10 @@ class EventSchema:
     """One event type's parsed schema, canonical form and fingerprint."""
 
     name: str
+    #: as written: each named type defined at its first use
     parsed: dict[str, Any]
+    #: the same, parsed once for fastavro (without it every read and write re-parses)
+    compiled: Any
     canonical: str
     fingerprint: bytes
 
@@ -94,6 +97,7 @@ def _load_catalog(folder: Path) -> SchemaCatalog:
         schemas[name] = EventSchema(
             name=name,
             parsed=parsed,
+            compiled=fastavro.parse_schema(parsed),
             canonical=canonical,
             fingerprint=int(fp_hex, 16).to_bytes(8, "little"),
         )
@@ -112,7 +116,7 @@ class Serde(Protocol):
         ...
 
 
-def _write_body(schema: dict[str, Any], event: LotEventBase) -> bytes:
+def _write_body(schema: Any, event: LotEventBase) -> bytes:
     out = io.BytesIO()
     try:
         fastavro.schemaless_writer(out, schema, event_to_avro(event), strict=True)
@@ -132,7 +136,7 @@ class SingleObjectSerde:
     def encode(self, event: LotEventBase, *, topic: str = "") -> bytes:
         """``C3 01`` + fingerprint + Avro body of ``event``."""
         schema = self.catalog.schema_for(type(event).__name__)
-        return SINGLE_OBJECT_MAGIC + schema.fingerprint + _write_body(schema.parsed, event)
+        return SINGLE_OBJECT_MAGIC + schema.fingerprint + _write_body(schema.compiled, event)
 
     def decode(self, data: bytes, *, topic: str, partition: int, offset: int) -> LotEventBase:
         """Resolve the fingerprint, read the body, validate the event."""
@@ -147,7 +151,7 @@ class SingleObjectSerde:
                 **where,
             )
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), schema.parsed)
+            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), schema.compiled)
         except Exception as exc:  # fastavro raises bare EOFError, ValueError, IndexError...
             raise DecodeError(f"{schema.name} body is corrupt: {exc!r}", **where) from exc
         return _to_event(schema.name, record, where)
@@ -197,7 +201,7 @@ class ConfluentSerde:
         self.catalog.schema_for(name)
         # The Confluent serializer is not strict about extra or missing fields; the
         # strict fastavro write runs first so both formats refuse the same events.
-        _write_body(self.catalog.by_name[name].parsed, event)
+        _write_body(self.catalog.by_name[name].compiled, event)
         data = self._serializers[name](
             event_to_avro(event), SerializationContext(topic, MessageField.VALUE)
         )

@@ -13,12 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
     MetaData,
-    Numeric,
-    String,
     Table,
     create_engine,
     insert,
@@ -28,7 +23,7 @@ from sqlalchemy import (
 from connectors.base import DLQ_SOURCE_POSITION, Connector
 from connectors.checkpoints import CheckpointStore
 from connectors.publisher import KafkaPublisher
-from connectors.wms_sql import WmsSqlConfig, WmsSqlSource
+from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, default_table
 from lothub.runtime import free_port
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError
@@ -44,16 +39,7 @@ SAME = datetime(2026, 11, 9, 7, 30)  # three rows share this timestamp
 
 
 def make_table(metadata: MetaData) -> Table:
-    return Table(
-        "wms_transactions", metadata,
-        Column("id", Integer, primary_key=True), Column("updated_at", DateTime, nullable=False),
-        Column("txn_type", String(20)), Column("lot", String(40)), Column("item_code", String(40)),
-        Column("item_description", String(80)), Column("quantity", Numeric(18, 4)),
-        Column("uom", String(10)), Column("from_location", String(40)),
-        Column("to_location", String(40)), Column("license_plate", String(40)),
-        Column("document", String(40)), Column("partner", String(80)),
-        Column("partner_lot", String(40)), Column("dest_site", String(10)),
-    )  # fmt: skip
+    return default_table(metadata)
 
 
 def rows() -> list[dict[str, Any]]:
@@ -173,8 +159,9 @@ def test_broker_down_advances_nothing_and_loses_nothing(
                    "message.timeout.ms": 1500}  # fmt: skip
     down = connector_for(settings, checkpoints, wms_url, demo_sites,
                          publisher=KafkaPublisher(dead_broker, make_serde(), settings.topics.raw))  # fmt: skip
+    down.run_once()  # sent, not yet acknowledged: nothing to checkpoint
     with pytest.raises(BrokerUnavailableError):
-        down.run_once()
+        down.drain(timeout_s=5)
     down.source.close()
     assert checkpoints.load(down.source.name) is None, "checkpoint not advanced"
     recovered = connector_for(settings, checkpoints, wms_url, demo_sites)
@@ -218,3 +205,42 @@ def test_source_down_is_retried_reported_and_resumed(
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_backfill_re_reads_history_with_the_same_event_ids(
+    connector_wiring: tuple[Settings, CheckpointStore],
+    tmp_path: Path,
+    demo_sites: SitesConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lothub.connectors import backfill, make_connector
+    from lothub.settings import demo_sites_path
+
+    settings, checkpoints = connector_wiring
+    url = f"sqlite:///{tmp_path / 'wms.db'}"
+    engine = create_engine(url)
+    metadata = MetaData()
+    table = make_table(metadata)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table), rows())
+    engine.dispose()
+    sites_file = tmp_path / "sites.toml"
+    sites_file.write_text(demo_sites_path().read_text() + (
+        '\n[connectors.wms-bf]\nkind = "wms-sql"\nsite = "BRK"\n'
+        '[connectors.wms-bf.settings]\nurl_env = "TEST_BF_WMS_URL"\n'))  # fmt: skip
+    monkeypatch.setenv("TEST_BF_WMS_URL", url)
+    settings = settings.model_copy(update={"site_config": sites_file})
+
+    live = make_connector(settings, "wms-bf")
+    live.run(threading.Event(), until_idle=True)
+    checkpoint = checkpoints.load("wms-bf")
+    first = published_ids(settings)
+    republished = backfill(settings, "wms-bf", SAME)  # rows 3-7 happened from SAME on
+    again = published_ids(settings)[len(first) :]
+    assert republished == len(again) == 4  # MOVE, PICK, SHIP, COUNT (TELEPORT is dead-lettered)
+    assert set(again) <= set(first), (
+        "a backfill re-sends the same event ids: the hub stores them once"
+    )
+    assert checkpoints.load("wms-bf") == checkpoint, "the live connector's position is untouched"
+    assert checkpoints.load("wms-bf#backfill") is None
