@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from schemas.model import (
     DocumentRef,
@@ -64,6 +65,10 @@ class GroundTruth:
     shipments: dict[str, list[tuple[str, Decimal]]] = field(
         default_factory=lambda: defaultdict(list)
     )  # lot id -> [(customer, kg)]
+    #: other names of lots (licence plates, ...) -> lot id
+    aliases: dict[str, str] = field(default_factory=dict)
+    #: lot id -> enterprise status once everything arrived
+    statuses: dict[str, str] = field(default_factory=dict)
 
     def ancestors(self, lot: str) -> set[str]:
         """Every lot ``lot`` was made from, transitively (not itself)."""
@@ -483,4 +488,68 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
         )
         events.append(odd)
         dead_letters.add(odd.envelope.event_id)
+    truth.statuses.update({
+        "ALP:ALP-20261102-001": "RELEASED",
+        "ALP:ALP-20261102-004": "QUARANTINE",
+        "BRK:26313-01": "RELEASED",
+    })  # fmt: skip
     return Scenario(events=events, truth=truth, expected_dead_letters=dead_letters, resends=resends)
+
+
+#: BRK's warehouse (America/Chicago wall clock, pounds): the relabelled transfer lot.
+WMS_BRK_ROWS: list[dict[str, object]] = [
+    {"id": 1, "updated_at": datetime(2026, 11, 9, 13, 40), "txn_type": "PUTAWAY", "lot": "26313-01",
+     "item_code": "CD-900", "item_description": "Cocoa drink base", "quantity": Decimal("2204.62"),
+     "uom": "LB", "from_location": "DOCK", "to_location": "A-01-02", "license_plate": "LP-77120"},
+    {"id": 2, "updated_at": datetime(2026, 11, 10, 9, 50), "txn_type": "PICK", "lot": "26313-01",
+     "item_code": "CD-900", "item_description": "Cocoa drink base", "quantity": Decimal(1200),
+     "uom": "LB", "from_location": "A-01-02", "to_location": "STAGE", "license_plate": "LP-77120",
+     "document": "BOL-77120"},
+]  # fmt: skip
+
+#: ALP's LIMS export (German headers, semicolons, decimal comma, Europe/Zurich wall clock).
+LIMS_ALP_CSV = (
+    "Probe;Charge;Prüfung;Ergebnis;Einheit;Max;Bewertung;Geprüft;Entscheid;Freigabe\n"
+    "S-26-0913;ALP-20261102-002;SALM;negativ;;;i.O.;02.11.2026 17:00;F;qa.brunner\n"
+    "S-26-0915;ALP-20261102-004;MOIST;0,09;%;0,06;n.i.O.;04.11.2026 08:30;S;qa.brunner\n"
+)
+LIMS_ALP_FIELDS = {"sample_id": "Probe", "lot": "Charge", "test": "Prüfung", "result": "Ergebnis",
+                   "unit": "Einheit", "spec_max": "Max", "passed": "Bewertung",
+                   "tested_at": "Geprüft", "disposition": "Entscheid", "approver": "Freigabe"}  # fmt: skip
+
+
+def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
+    """Create BRK's WMS database and ALP's LIMS export under ``folder``.
+
+    Returns the ``[connectors.*]`` TOML that reads them, and adds what they say to
+    ``truth``: the licence plate names the BRK lot, and the LIMS puts sugar lot 004
+    on hold.
+    """
+    from sqlalchemy import MetaData, create_engine, insert
+
+    from connectors.wms_sql import default_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wms = folder / "wms-brk.db"
+    wms.unlink(missing_ok=True)
+    engine = create_engine(f"sqlite:///{wms}")
+    metadata = MetaData()
+    table = default_table(metadata)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table), WMS_BRK_ROWS)
+    engine.dispose()
+    exports = folder / "lims-alp"
+    exports.mkdir(exist_ok=True)
+    (exports / "results-2026-11.csv").write_bytes(LIMS_ALP_CSV.encode("cp1252"))
+    truth.aliases["LP-77120"] = "BRK:26313-01"
+    truth.statuses["ALP:ALP-20261102-004"] = "ON_HOLD"
+    fields = ", ".join(f'{k} = "{v}"' for k, v in LIMS_ALP_FIELDS.items())
+    return (
+        '\n[connectors.wms-brk]\nkind = "wms-sql"\nsite = "BRK"\npoll_interval_s = 1\n'
+        f'[connectors.wms-brk.settings]\nurl = "sqlite:///{wms.as_posix()}"\n'
+        '\n[connectors.lims-alp]\nkind = "lims-csv"\nsite = "ALP"\npoll_interval_s = 1\n'
+        f'[connectors.lims-alp.settings]\nfolder = "{exports.as_posix()}"\nencoding = "cp1252"\n'
+        'delimiter = ";"\ndecimal_separator = ","\ndate_format = "%d.%m.%Y %H:%M"\n'
+        f'pass_values = ["I.O."]\nfields = {{ {fields} }}\n'
+    )

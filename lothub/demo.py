@@ -16,9 +16,9 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.publisher import KafkaPublisher
-from connectors.simulator import GroundTruth, Scenario, build_scenario
+from connectors.simulator import GroundTruth, Scenario, build_scenario, write_plant_systems
 from lothub.runtime import Hub
-from lothub.settings import Settings
+from lothub.settings import Settings, demo_sites_path
 from schemas.errors import DataError
 from schemas.serde import Serde, make_serde
 
@@ -89,6 +89,17 @@ def verify_traces(client: httpx.Client, truth: GroundTruth) -> Verdict:
             verdict.failures.append(
                 f"forward {lot}: customers {sorted(customers)} != {sorted(truth.forward_customers(lot))}"
             )
+    for alias, lot in sorted(truth.aliases.items()):  # licence plates from the WMS
+        body = get(alias, "backward")
+        if body is not None and body["root"] != lot:
+            verdict.failures.append(f"alias {alias} resolved to {body['root']}, expected {lot}")
+    for lot, status in sorted(truth.statuses.items()):
+        body = get(lot, "backward")
+        found = (
+            next((x["status"] for x in body["lots"] if x["lot_id"] == lot), None) if body else None
+        )
+        if body is not None and found != status:
+            verdict.failures.append(f"status of {lot} is {found}, expected {status}")
     for lot in truth.shipped_lots():  # any site's own code finds the lot too
         site_code = lot.split(":", 1)[1]
         body = get(site_code, "backward")
@@ -165,13 +176,21 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         "lothub demo: starting the embedded stack (broker, stream worker, store, API)...",
         flush=True,
     )
+    scenario = build_scenario(settings.sites(), faults=True)
+    if settings.site_config == demo_sites_path():
+        # The demo's plants also have a WMS database and LIMS exports, read by real connectors.
+        plants = settings.data_dir.resolve() / "demo-plants"
+        site_config = plants / "sites-with-connectors.toml"
+        connectors_toml = write_plant_systems(plants, scenario.truth)
+        site_config.write_text(demo_sites_path().read_text() + connectors_toml)
+        settings = settings.model_copy(update={"site_config": site_config})
+        print(f"  plant systems: BRK WMS database and ALP LIMS exports in {plants}", flush=True)
     with Hub(settings) as hub:
         hub.wait_ready()
         print(
             f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}",
             flush=True,
         )
-        scenario = build_scenario(hub.settings.sites(), faults=True)
         verdict, dead = run_scenario(hub, scenario)
         dead_ok = dead == scenario.expected_dead_letters
         elapsed = time.monotonic() - started
