@@ -215,6 +215,7 @@ class Hub:
                 "LOTHUB_DATA_DIR": str(self.settings.data_dir),
                 "LOTHUB_SESSION_TIMEOUT_S": str(self.settings.session_timeout_s),
                 "LOTHUB_WORKER_GROUP": self.settings.worker_group,
+                "LOTHUB_WORKER_STALL_TIMEOUT_S": str(self.settings.worker_stall_timeout_s),
             }
         )
         if self.settings.schema_registry_url:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     worker_group: str = "lothub-streams"
     #: Kafka consumer session timeout; a faust worker's first join waits this long
     session_timeout_s: float = Field(default=10.0, gt=0)
+    #: a stream worker with work waiting and no progress for this long exits non-zero
+    worker_stall_timeout_s: float = Field(default=120.0, gt=0)
     log_level: str = "WARNING"
 
     @classmethod

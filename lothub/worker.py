@@ -20,6 +20,7 @@ def run_worker(settings: Settings) -> int:
         sites=settings.sites(),
         serde=make_serde(settings.schema_registry_url),
         store=store,
+        stall_s=settings.worker_stall_timeout_s,
     )
     app = create_app(settings.faust_config(), deps)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

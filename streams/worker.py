@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,8 @@ from streams.normalize import normalize
 log = logging.getLogger("lothub.streams")
 
 HEARTBEAT_COMPONENT = "stream-worker"
+#: exit status of a worker that stopped making progress (EX_SOFTWARE)
+EXIT_STALLED = 70
 SINK_BATCH = 500
 SINK_WITHIN_S = 0.3
 RETRY_MAX_S = 30.0
@@ -77,6 +81,36 @@ class WorkerStats:
         )
 
 
+class ProgressWatch:
+    """Liveness is progress: a worker with work waiting that stops advancing is stuck.
+
+    Fed the number of records processed so far and the current lag (records behind
+    the end of the partitions it owns), it says when the worker has had work for
+    ``stall_s`` seconds without processing one record.
+
+    Example::
+
+        watch = ProgressWatch(stall_s=120)
+        if watch.stalled(processed=stats.processed, lag=lag, now=time.monotonic()):
+            ...  # report, then exit non-zero so the supervisor restarts us
+    """
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._last_count = -1
+        self._since: float | None = None
+
+    def stalled(self, *, processed: int, lag: int, now: float) -> bool:
+        """True once there was lag and no progress for longer than ``stall_s``."""
+        if processed != self._last_count or lag <= 0:
+            self._last_count = processed
+            self._since = now
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since > self.stall_s
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerDeps:
     """What the worker needs, injected so tests can build it on any broker and store."""
@@ -86,6 +120,8 @@ class WorkerDeps:
     serde: Serde
     store: GenealogyStore
     heartbeat_s: float = 2.0
+    #: exit non-zero after this long with work waiting and no record processed
+    stall_s: float = 120.0
 
 
 def dead_letter_headers(
@@ -176,14 +212,42 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             stats.duplicates += result.duplicates
             stats.conflicts += result.conflicts
 
+    watch = ProgressWatch(deps.stall_s)
+
     @app.timer(deps.heartbeat_s)
     async def heartbeat() -> None:
+        lag = await _lag(app)
+        processed = stats.normalized + stats.dead_lettered + stats.stored + stats.duplicates
+        stuck = watch.stalled(processed=processed, lag=lag, now=time.monotonic())
         try:
-            deps.store.heartbeat(HEARTBEAT_COMPONENT, healthy=True, detail=stats.as_json())
+            deps.store.heartbeat(HEARTBEAT_COMPONENT, healthy=not stuck, detail=stats.as_json())
         except RetriableError as exc:
             log.warning("heartbeat not written: %s", exc)
+        if stuck:
+            log.error("no record processed for %.0fs with %d waiting: exiting so the worker is "
+                      "restarted instead of hanging", deps.stall_s, lag)  # fmt: skip
+            os._exit(EXIT_STALLED)  # faust would wait on the stuck task; nothing left to flush
 
     return app
+
+
+async def _lag(app: faust.App) -> int:
+    """Records behind the end of the partitions this worker owns (0 if unknown yet)."""
+    consumer = app.consumer
+    assignment = consumer.assignment()
+    if not assignment:
+        return 0
+    try:
+        ends = await consumer.highwaters(*assignment)
+        behind = 0
+        for tp in assignment:
+            position = await consumer.position(tp)
+            if position is not None and tp in ends:
+                behind += max(0, ends[tp] - position)
+    except Exception as exc:  # a metadata hiccup must not kill the heartbeat
+        log.warning("lag unknown: %s", exc)
+        return 0
+    return behind
 
 
 async def _apply_with_retry(
