@@ -36,7 +36,9 @@ def test_every_trace_matches_the_ground_truth_over_http(
     with TestClient(create_app(store)) as client:
         verdict = verify_traces(client, truth)
     assert verdict.failures == []
-    assert verdict.checked == len(truth.shipped_lots()) * 2 + len(truth.supplier_lots) + len(truth.statuses)
+    assert verdict.checked == len(truth.shipped_lots()) * 2 + len(truth.supplier_lots) + len(
+        truth.statuses
+    )
 
 
 def test_backward_trace_of_the_transferred_lot_reaches_exactly_three_supplier_lots(
