@@ -5,6 +5,7 @@
     lothub up [--port N]          the whole hub until Ctrl-C
     lothub demo [--check]         the hub plus the two-site simulator
     lothub worker                 one stream worker (``lothub up`` starts it for you)
+    lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
     lothub db upgrade             create or upgrade the genealogy store schema
     lothub topics                 print the flow map: topics, producers, consumers
 """
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     back = conn_sub.add_parser("backfill", help="re-read history from a date (no duplicates)")
     back.add_argument("name")
     back.add_argument("--since", required=True, type=_date, help="YYYY-MM-DD (plant local)")
+    replay = sub.add_parser("replay-dlq", help="re-process parked raw events after a mapping fix")
+    replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
     db = sub.add_parser("db", help="genealogy store schema")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("topics", help="print the flow map")
@@ -127,6 +130,11 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         return run_worker(settings)
     if args.command == "connectors":
         return _connectors(args, settings)
+    if args.command == "replay-dlq":
+        from lothub.replay import replay_dead_letters
+
+        print("\n".join(replay_dead_letters(settings, dry_run=args.dry_run).lines()))
+        return 0
     if args.command == "db":
         from genealogy.store import GenealogyStore
 
