@@ -28,8 +28,10 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from genealogy import migrate, tables
 from schemas.errors import ConfigurationError, RetriableError
 from schemas.model import (
+    AdjustmentKind,
     CustomerReturn,
     EventCorrected,
+    InventoryAdjusted,
     LotAliasLinked,
     LotEventBase,
     LotMoved,
@@ -220,9 +222,12 @@ class GenealogyStore:
                 voided_by=None,
             )
             _derive(ev, rows)
+            for entry in _ledger(ev):
+                rows.add(tables.lot_ledger, **entry)
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
         order = [
             tables.events,
+            tables.lot_ledger,
             tables.lot_aliases,
             tables.lot_links,
             tables.batch_moves,
@@ -496,6 +501,54 @@ def _derive(ev: LotEventBase, rows: _Rows) -> None:
     else:
         for lot_id in ev.lots():
             lot(lot_id)
+
+
+def _ledger(ev: LotEventBase) -> list[dict[str, Any]]:
+    """Signed lot quantities of one event, by category (see ``tables.lot_ledger``)."""
+    at = ev.envelope.occurred_at.astimezone(UTC)
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(lot: str, category: str, q: Quantity, sign: int, *, ref: str | None = None,
+            location: Any = None) -> None:  # fmt: skip
+        key = (lot, category)
+        if key in entries:  # the same lot twice in one transformation: one entry
+            entries[key]["quantity"] += sign * q.value
+            return
+        entries[key] = {"event_id": ev.envelope.event_id, "lot_id": lot, "category": category,
+                        "quantity": sign * q.value, "unit": q.unit, "ref": ref,
+                        "location_id": location.location_id if location else None,
+                        "occurred_at": at}  # fmt: skip
+
+    if isinstance(ev, LotReceived):
+        add(ev.lot, "RECEIVED", ev.quantity, 1, ref=ev.supplier_lot, location=ev.receiving_location)
+    elif isinstance(ev, Transformation):
+        for i in ev.inputs:
+            add(i.lot, "CONSUMED", i.quantity, -1, ref=ev.transformation_id, location=ev.location)
+        for o in ev.outputs:
+            add(o.lot, "PRODUCED", o.quantity, 1, ref=ev.transformation_id, location=ev.location)
+    elif isinstance(ev, MaterialConsumed):
+        add(ev.lot, "CONSUMED", ev.quantity, -1, ref=ev.batch_id, location=ev.location)
+    elif isinstance(ev, MaterialProduced):
+        add(ev.lot, "PRODUCED", ev.quantity, 1, ref=ev.batch_id, location=ev.location)
+    elif isinstance(ev, TransferShipped):
+        add(ev.lot, "TRANSFERRED_OUT", ev.quantity, -1, ref=ev.transfer_id, location=ev.to_location)
+    elif isinstance(ev, TransferReceived):
+        add(ev.lot, "RECEIVED", ev.quantity, 1, ref=ev.transfer_id, location=ev.receiving_location)
+    elif isinstance(ev, LotShipped):
+        add(ev.lot, "SHIPPED", ev.quantity, -1, ref=ev.customer.party_id, location=ev.ship_to)
+    elif isinstance(ev, CustomerReturn):
+        add(
+            ev.lot,
+            "RETURNED",
+            ev.quantity,
+            1,
+            ref=ev.customer.party_id,
+            location=ev.receiving_location,
+        )
+    elif isinstance(ev, InventoryAdjusted):
+        category = "ADJUSTED" if ev.kind is AdjustmentKind.ADJUSTMENT else "SCRAPPED"
+        add(ev.lot, category, ev.quantity_change, 1, ref=ev.reason_code, location=ev.location)
+    return list(entries.values())
 
 
 def _link(

@@ -166,3 +166,30 @@ heartbeats = Table(
     Column("healthy", Boolean, nullable=False),
     Column("detail", Text, nullable=False),
 )
+
+# Signed quantities per lot: + received/produced/returned, - consumed/shipped/scrapped.
+# Their sum is the book on-hand; a negative sum is a mass-balance residual (a gap).
+lot_ledger = Table(
+    "lot_ledger",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("lot_id", ID, primary_key=True),
+    Column("category", String(20), primary_key=True),
+    Column("quantity", QTY, nullable=False),
+    Column("unit", String(3), nullable=False),
+    Column("ref", ID, nullable=True),
+    Column("location_id", ID, nullable=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_lot_ledger_lot", "lot_id"),
+)
+
+recalls = Table(
+    "recalls",
+    metadata,
+    Column("recall_id", String(36), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("packet", Text, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("affected_lots", Integer, nullable=False),
+)

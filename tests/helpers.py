@@ -19,6 +19,7 @@ from streams.normalize import normalize
 #: Tables whose content is the genealogy (consumer progress and heartbeats are not).
 GENEALOGY_TABLES = [
     tables.events,
+    tables.lot_ledger,
     tables.lots,
     tables.lot_aliases,
     tables.lot_links,

@@ -10,17 +10,27 @@ Example::
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from dataclasses import asdict
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.recall import (
+    RecallRequest,
+    RecallRequestError,
+    list_recalls,
+    load_recall,
+    run_recall,
+)
 from genealogy.store import GenealogyStore
 from genealogy.trace import MAX_DEPTH, Direction, LotNotFoundError, TraceResult, trace
 
@@ -140,4 +150,82 @@ def create_app(
             return problem(404, "Lot not found", str(exc), request.url.path)
         return trace_to_json(result)
 
+    @app.post("/api/v1/recalls", status_code=201)
+    def post_recall(request: Request, body: RecallBody) -> Any:
+        """Run a mock recall from lots (any alias), a supplier, or an item and date range."""
+        try:
+            packet = run_recall(store, RecallRequest(**body.model_dump()))
+        except LotNotFoundError as exc:
+            return problem(404, "Nothing to recall", str(exc), request.url.path)
+        except RecallRequestError as exc:
+            return problem(422, "Invalid recall request", str(exc), request.url.path)
+        return JSONResponse(packet.to_json(), status_code=201,
+                            headers={"Location": f"/api/v1/recalls/{packet.recall_id}"})  # fmt: skip
+
+    @app.get("/api/v1/recalls")
+    def get_recalls(
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Stored recalls, newest first, one page at a time."""
+        total, items = list_recalls(store, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    @app.get("/api/v1/recalls/{recall_id}")
+    def get_recall(request: Request, recall_id: str) -> Any:
+        """One stored recall packet."""
+        packet = load_recall(store, recall_id)
+        if packet is None:
+            return problem(404, "Recall not found", f"no recall {recall_id!r}", request.url.path)
+        return packet
+
+    @app.get("/api/v1/recalls/{recall_id}/export")
+    def export_recall(request: Request, recall_id: str, format: Literal["csv"] = "csv") -> Any:
+        """The packet as a spreadsheet: one row per affected lot and unit, then shipments."""
+        packet = load_recall(store, recall_id)
+        if packet is None:
+            return problem(404, "Recall not found", f"no recall {recall_id!r}", request.url.path)
+        return Response(recall_csv(packet), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'})  # fmt: skip
+
     return app
+
+
+class RecallBody(BaseModel):
+    """A mock recall request: exactly one of lots, supplier, or item with a date range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lots: list[str] = Field(default_factory=list, max_length=1000)
+    supplier: str | None = None
+    item: str | None = None
+    date_from: AwareDatetime | None = None
+    date_to: AwareDatetime | None = None
+
+
+def recall_csv(packet: dict[str, Any]) -> str:
+    """CSV of a stored packet: affected lots with their balances, then shipments."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["recall", packet["recall_id"], "created", packet["created_at"],
+                     "took_ms", packet["duration_ms"]])  # fmt: skip
+    writer.writerow([])
+    cols = ["received", "produced", "returned", "consumed", "shipped", "transferred_out",
+            "scrapped", "adjusted", "on_hand", "residual"]  # fmt: skip
+    writer.writerow(["lot", "site", "item", "status", "seed", "depth", "unit", *cols, "closes"])
+    for lot in packet["lots"]:
+        for b in lot["balances"] or [{"unit": ""}]:
+            writer.writerow([lot["lot_id"], lot["site"], lot["item_code"], lot["status"], lot["seed"],
+                             lot["depth"], b["unit"], *(b.get(c, "") for c in cols), b.get("closes", "")])  # fmt: skip
+    writer.writerow([])
+    writer.writerow(
+        ["shipped lot", "customer", "ship to", "document", "shipped at", "quantity", "unit"]
+    )
+    for s in packet["shipments"]:
+        writer.writerow([s["lot_id"], s["customer"], s["ship_to"], s["document"], s["shipped_at"],
+                         s["quantity"], s["unit"]])  # fmt: skip
+    writer.writerow([])
+    writer.writerow(["data gaps"])
+    for gap in packet["gaps"]:
+        writer.writerow([gap])
+    return out.getvalue()

@@ -1,0 +1,48 @@
+"""lot ledger (mass balance, on-hand) and stored recall packets
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "lot_ledger",
+        sa.Column("event_id", sa.String(length=200), nullable=False),
+        sa.Column("lot_id", sa.String(length=200), nullable=False),
+        sa.Column("category", sa.String(length=20), nullable=False),
+        sa.Column("quantity", sa.Numeric(precision=24, scale=6), nullable=False),
+        sa.Column("unit", sa.String(length=3), nullable=False),
+        sa.Column("ref", sa.String(length=200), nullable=True),
+        sa.Column("location_id", sa.String(length=200), nullable=True),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("event_id", "lot_id", "category", name=op.f("pk_lot_ledger")),
+    )
+    op.create_index("ix_lot_ledger_lot", "lot_ledger", ["lot_id"], unique=False)
+    op.create_table(
+        "recalls",
+        sa.Column("recall_id", sa.String(length=36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("request", sa.Text(), nullable=False),
+        sa.Column("packet", sa.Text(), nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("affected_lots", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("recall_id", name=op.f("pk_recalls")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("recalls")
+    op.drop_index("ix_lot_ledger_lot", table_name="lot_ledger")
+    op.drop_table("lot_ledger")

@@ -1,0 +1,359 @@
+"""Mock recall: from suspect lots to every affected lot, where it is now, and its mass balance.
+
+A recall starts from lots (by id or any alias), from a supplier (every lot received
+from it), or from an item and a date range (every lot of the item received or made
+in the range). Everything made from those lots, transitively, is affected. For each
+affected lot the packet gives its mass balance from the lot ledger::
+
+    received + produced + returned = consumed + shipped + transferred out + scrapped
+                                     (+/- adjustments) + on hand
+
+The book on-hand is what remains; when more left a lot than ever entered it, the
+difference is a *residual*: an input event the hub never received, reported as a
+data gap. Shipments (customer, document, date, quantity) and transfers still in
+transit are listed; the packet records how long the answer took and is stored.
+
+Example::
+
+    packet = run_recall(store, RecallRequest(lots=["SR-2026-118"]))
+    packet.summary()["affected_lots"]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select
+
+from genealogy import tables
+from genealogy.store import GenealogyStore, utc
+from genealogy.trace import Direction, LotNotFoundError, resolve_lot, trace
+from schemas.errors import DataError
+
+#: Refuse requests larger than these (a recall is targeted, not a data dump).
+MAX_SEED_LOTS = 1_000
+MAX_RANGE = timedelta(days=366)
+INFLOW = ("RECEIVED", "PRODUCED", "RETURNED")
+OUTFLOW = ("CONSUMED", "SHIPPED", "TRANSFERRED_OUT", "SCRAPPED")
+
+
+class RecallRequestError(DataError):
+    """A recall request that cannot be answered as asked (the message says why)."""
+
+    reason_code = "invalid-recall"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecallRequest:
+    """What to recall: lots, or a supplier, or an item within a date range."""
+
+    lots: list[str] = field(default_factory=list)
+    supplier: str | None = None
+    item: str | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`RecallRequestError` for an empty, ambiguous or unbounded request."""
+        given = [bool(self.lots), self.supplier is not None, self.item is not None]
+        if sum(given) != 1:
+            raise RecallRequestError(
+                "give exactly one of: lots, supplier, or item with date_from/date_to"
+            )
+        if len(self.lots) > MAX_SEED_LOTS:
+            raise RecallRequestError(f"at most {MAX_SEED_LOTS} lots per recall")
+        if self.item is not None:
+            if self.date_from is None or self.date_to is None:
+                raise RecallRequestError("an item recall needs date_from and date_to")
+            if self.date_to < self.date_from:
+                raise RecallRequestError("date_to is before date_from")
+            if self.date_to - self.date_from > MAX_RANGE:
+                raise RecallRequestError(f"the date range may span at most {MAX_RANGE.days} days")
+
+
+@dataclass
+class Balance:
+    """Mass balance of one lot in one unit."""
+
+    unit: str
+    received: Decimal = Decimal(0)
+    produced: Decimal = Decimal(0)
+    returned: Decimal = Decimal(0)
+    consumed: Decimal = Decimal(0)
+    shipped: Decimal = Decimal(0)
+    transferred_out: Decimal = Decimal(0)
+    scrapped: Decimal = Decimal(0)
+    adjusted: Decimal = Decimal(0)
+    on_hand: Decimal = Decimal(0)
+    residual: Decimal = Decimal(0)
+
+    @property
+    def inflow(self) -> Decimal:
+        """Everything that entered the lot."""
+        return self.received + self.produced + self.returned
+
+    @property
+    def closes(self) -> bool:
+        """True when every unit that entered is accounted for and nothing is unexplained."""
+        return self.residual == 0 and self.inflow > 0
+
+
+@dataclass
+class AffectedLot:
+    """One lot of the recall with its state and balance."""
+
+    lot_id: str
+    site: str
+    item_code: str | None
+    item_description: str | None
+    status: str | None
+    seed: bool
+    depth: int
+    balances: list[Balance]
+    last_location: str | None
+
+
+@dataclass
+class RecallPacket:
+    """The answer to a recall, as stored and exported."""
+
+    recall_id: str
+    created_at: datetime
+    request: dict[str, Any]
+    duration_ms: int
+    lots: list[AffectedLot]
+    shipments: list[dict[str, Any]]
+    in_transit: list[dict[str, Any]]
+    gaps: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts a person reads first."""
+        return {
+            "affected_lots": len(self.lots),
+            "seed_lots": sum(1 for lot in self.lots if lot.seed),
+            "customers": len({s["customer"] for s in self.shipments}),
+            "shipments": len(self.shipments),
+            "in_transit": len(self.in_transit),
+            "gaps": len(self.gaps),
+            "mass_balance_closes": all(b.closes for lot in self.lots for b in lot.balances),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form (decimals as strings, times ISO-8601)."""
+        data: dict[str, Any] = _jsonable({
+            "recall_id": self.recall_id, "created_at": self.created_at,
+            "request": self.request, "duration_ms": self.duration_ms, "summary": self.summary(),
+            "lots": [asdict(lot) | {"balances": [_balance_json(b) for b in lot.balances]}
+                     for lot in self.lots],
+            "shipments": self.shipments, "in_transit": self.in_transit, "gaps": self.gaps,
+        })  # fmt: skip
+        return data
+
+
+def _balance_json(b: Balance) -> dict[str, Any]:
+    return asdict(b) | {"inflow": b.inflow, "closes": b.closes}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def seed_lots(store: GenealogyStore, request: RecallRequest) -> list[str]:
+    """The lots a request starts from; raises if none match."""
+    request.validate()
+    if request.lots:
+        return sorted({resolve_lot(store, lot) for lot in request.lots})
+    docs = tables.documents
+    with store.engine.connect() as conn:
+        if request.supplier is not None:
+            query = select(docs.c.lot_id).where(
+                docs.c.cte == "RECEIVING",
+                or_(docs.c.party_id == request.supplier, docs.c.party_name == request.supplier),
+            )
+            what = f"supplier {request.supplier!r}"
+        else:
+            assert request.date_from is not None  # validate() made sure
+            assert request.date_to is not None
+            lots = tables.lots
+            query = (
+                select(docs.c.lot_id)
+                .join(lots, lots.c.lot_id == docs.c.lot_id)
+                .where(
+                    lots.c.item_code == request.item,
+                    docs.c.cte.in_(["RECEIVING", "TRANSFORMATION"]),
+                    docs.c.occurred_at >= request.date_from.astimezone(UTC),
+                    docs.c.occurred_at <= request.date_to.astimezone(UTC),
+                )
+            )
+            what = f"item {request.item!r} between {request.date_from:%Y-%m-%d} and {request.date_to:%Y-%m-%d}"
+        found = sorted({r.lot_id for r in conn.execute(query)})
+    if not found:
+        raise LotNotFoundError(f"no lot received or made for {what}")
+    if len(found) > MAX_SEED_LOTS:
+        raise RecallRequestError(
+            f"{what} names {len(found)} lots; narrow it to at most {MAX_SEED_LOTS}"
+        )
+    return found
+
+
+def run_recall(store: GenealogyStore, request: RecallRequest, *, save: bool = True) -> RecallPacket:
+    """Answer a mock recall and (by default) store the packet."""
+    began = time.perf_counter()
+    seeds = seed_lots(store, request)
+    depth: dict[str, int] = {}
+    for seed in seeds:
+        for lot in trace(store, seed, Direction.FORWARD).lots:
+            depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
+    affected = sorted(depth)
+    balances, locations = _balances(store, affected)
+    lots_info, shipments, in_transit = _facts(store, affected)
+    gaps: list[str] = []
+    lots: list[AffectedLot] = []
+    for lot_id in affected:
+        info = lots_info.get(lot_id, {})
+        lot_balances = balances.get(lot_id, [])
+        for b in lot_balances:
+            if b.residual > 0:
+                gaps.append(f"{lot_id}: {b.residual} {b.unit} left the lot that never entered it "
+                            "(a receipt or production event is missing)")  # fmt: skip
+        if not lot_balances:
+            gaps.append(f"{lot_id}: no quantity event at all (only referenced by other events)")
+        lots.append(AffectedLot(
+            lot_id=lot_id, site=info.get("site", lot_id.split(":", 1)[0]),
+            item_code=info.get("item_code"), item_description=info.get("item_description"),
+            status=info.get("status"), seed=lot_id in seeds, depth=depth[lot_id],
+            balances=lot_balances, last_location=locations.get(lot_id),
+        ))  # fmt: skip
+    for transfer in in_transit:
+        gaps.append(f"{transfer['lot_id']}: transfer {transfer['transfer_id']} shipped "
+                    f"{transfer['shipped_at']:%Y-%m-%d} and not received")  # fmt: skip
+    packet = RecallPacket(
+        recall_id=str(uuid.uuid4()), created_at=datetime.now(UTC),
+        request=_jsonable(asdict(request)), duration_ms=0, lots=lots, shipments=shipments,
+        in_transit=in_transit, gaps=gaps,
+    )  # fmt: skip
+    packet.duration_ms = int((time.perf_counter() - began) * 1000)
+    if save:
+        with store.engine.begin() as conn:
+            conn.execute(tables.recalls.insert().values(
+                recall_id=packet.recall_id, created_at=packet.created_at,
+                request=json.dumps(packet.request), packet=json.dumps(packet.to_json()),
+                duration_ms=packet.duration_ms, affected_lots=len(lots),
+            ))  # fmt: skip
+    return packet
+
+
+def _not_voided(event_id: Any) -> Any:
+    ev = tables.events
+    return ~exists().where(and_(ev.c.event_id == event_id, ev.c.voided_by.is_not(None)))
+
+
+def _balances(
+    store: GenealogyStore, lots: list[str]
+) -> tuple[dict[str, list[Balance]], dict[str, str]]:
+    ledger = tables.lot_ledger
+    sums: dict[tuple[str, str], Balance] = {}
+    latest: dict[str, tuple[datetime, str]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(lots), 500):
+            chunk = lots[start : start + 500]
+            rows = conn.execute(
+                select(ledger).where(ledger.c.lot_id.in_(chunk), _not_voided(ledger.c.event_id))
+            )
+            for r in rows:
+                b = sums.setdefault((r.lot_id, r.unit), Balance(unit=r.unit))
+                field_name = r.category.lower()
+                setattr(b, field_name, getattr(b, field_name) + abs(r.quantity)
+                        if r.category != "ADJUSTED" else b.adjusted + r.quantity)  # fmt: skip
+                at = utc(r.occurred_at)
+                if r.location_id and (r.lot_id not in latest or latest[r.lot_id][0] <= at):
+                    latest[r.lot_id] = (at, r.location_id)
+    out: dict[str, list[Balance]] = defaultdict(list)
+    for (lot_id, _unit), b in sorted(sums.items()):
+        remaining = (
+            b.inflow - (b.consumed + b.shipped + b.transferred_out + b.scrapped) + b.adjusted
+        )
+        b.on_hand, b.residual = (
+            (remaining, Decimal(0)) if remaining >= 0 else (Decimal(0), -remaining)
+        )
+        out[lot_id].append(b)
+    return dict(out), {lot: loc for lot, (_, loc) in latest.items()}
+
+
+def _facts(
+    store: GenealogyStore, lots: list[str]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    docs, ledger, links = tables.documents, tables.lot_ledger, tables.lot_links
+    info: dict[str, dict[str, Any]] = {}
+    shipments: list[dict[str, Any]] = []
+    in_transit: list[dict[str, Any]] = []
+    with store.engine.connect() as conn:
+        for start in range(0, len(lots), 500):
+            chunk = lots[start : start + 500]
+            for r in conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk))):
+                info[r.lot_id] = {"site": r.site, "item_code": r.item_code,
+                                  "item_description": r.item_description, "status": r.status}  # fmt: skip
+            shipped = select(docs).where(docs.c.lot_id.in_(chunk), docs.c.cte == "SHIPPING",
+                                         _not_voided(docs.c.event_id))  # fmt: skip
+            for r in conn.execute(shipped):
+                shipments.append({"lot_id": r.lot_id, "customer": r.party_name,
+                                  "customer_id": r.party_id, "ship_to": r.location_name,
+                                  "document": f"{r.doc_type} {r.doc_number}", "site": r.site,
+                                  "shipped_at": utc(r.occurred_at), "quantity": r.quantity,
+                                  "unit": r.unit})  # fmt: skip
+            received = select(links.c.via).where(links.c.kind == "TRANSFER")
+            pending = select(ledger).where(
+                ledger.c.lot_id.in_(chunk), ledger.c.category == "TRANSFERRED_OUT",
+                ledger.c.ref.not_in(received), _not_voided(ledger.c.event_id),
+            )  # fmt: skip
+            for r in conn.execute(pending):
+                in_transit.append({"lot_id": r.lot_id, "transfer_id": r.ref, "to": r.location_id,
+                                   "shipped_at": utc(r.occurred_at), "quantity": abs(r.quantity),
+                                   "unit": r.unit})  # fmt: skip
+    shipments.sort(key=lambda s: (s["shipped_at"], s["lot_id"]))
+    return info, shipments, in_transit
+
+
+def load_recall(store: GenealogyStore, recall_id: str) -> dict[str, Any] | None:
+    """A stored packet as JSON, or None."""
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(tables.recalls.c.packet).where(tables.recalls.c.recall_id == recall_id)
+        ).first()
+    return None if row is None else dict(json.loads(row.packet))
+
+
+def list_recalls(
+    store: GenealogyStore, *, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """Stored recalls, newest first: total count and one page of summaries."""
+    r = tables.recalls
+    with store.engine.connect() as conn:
+        total = int(conn.execute(select(func.count()).select_from(r)).scalar_one())
+        rows = conn.execute(
+            select(r.c.recall_id, r.c.created_at, r.c.request, r.c.duration_ms, r.c.affected_lots)
+            .order_by(r.c.created_at.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return total, [
+        {"recall_id": x.recall_id, "created_at": utc(x.created_at).isoformat(),
+         "request": json.loads(x.request), "duration_ms": x.duration_ms,
+         "affected_lots": x.affected_lots}
+        for x in rows
+    ]  # fmt: skip
