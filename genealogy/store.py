@@ -224,10 +224,14 @@ class GenealogyStore:
             _derive(ev, rows)
             for entry in _ledger(ev):
                 rows.add(tables.lot_ledger, **entry)
+            for lot_id in set(ev.lots()):
+                rows.add(tables.lot_events, lot_id=lot_id, event_id=env.event_id,
+                         occurred_at=env.occurred_at.astimezone(UTC))  # fmt: skip
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
         order = [
             tables.events,
             tables.lot_ledger,
+            tables.lot_events,
             tables.lot_aliases,
             tables.lot_links,
             tables.batch_moves,

@@ -183,6 +183,16 @@ lot_ledger = Table(
     Index("ix_lot_ledger_lot", "lot_id"),
 )
 
+# Which events name which lot (any role): the lot's own history.
+lot_events = Table(
+    "lot_events",
+    metadata,
+    Column("lot_id", ID, primary_key=True),
+    Column("event_id", ID, primary_key=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_lot_events_lot_time", "lot_id", "occurred_at"),
+)
+
 recalls = Table(
     "recalls",
     metadata,

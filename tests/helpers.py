@@ -20,6 +20,7 @@ from streams.normalize import normalize
 GENEALOGY_TABLES = [
     tables.events,
     tables.lot_ledger,
+    tables.lot_events,
     tables.lots,
     tables.lot_aliases,
     tables.lot_links,

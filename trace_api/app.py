@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.recall import (
     RecallRequest,
     RecallRequestError,
@@ -131,6 +132,40 @@ def create_app(
             checks.update(readiness())
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/api/v1/lots")
+    def get_lots(
+        q: Annotated[
+            str, Query(min_length=1, max_length=200, description="start of an id or alias")
+        ],
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Lots whose id or any alias (site lot code, supplier lot, licence plate) starts with ``q``."""
+        total, items = search_lots(store, q, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    @app.get("/api/v1/lots/{lot_id}")
+    def get_lot(request: Request, lot_id: str) -> Any:
+        """One lot by id or alias: aliases, status and status history."""
+        try:
+            return lot_card(store, lot_id)
+        except LotNotFoundError as exc:
+            return problem(404, "Lot not found", str(exc), request.url.path)
+
+    @app.get("/api/v1/lots/{lot_id}/events")
+    def get_lot_events(
+        request: Request,
+        lot_id: str,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        """Every event naming the lot, oldest first."""
+        try:
+            total, items = lot_history(store, lot_id, limit=limit, offset=offset)
+        except LotNotFoundError as exc:
+            return problem(404, "Lot not found", str(exc), request.url.path)
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     @app.get("/api/v1/lots/{lot_id}/trace")
     def get_trace(

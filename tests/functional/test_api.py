@@ -73,3 +73,39 @@ def test_metrics_are_served_in_prometheus_format(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "lothub_connector_records_read_total" in response.text
+
+
+def test_lot_search_by_any_alias_start(client: TestClient) -> None:
+    body = client.get("/api/v1/lots", params={"q": "sr-2026"}).json()  # supplier lots, any case
+    assert body["total"] == 2
+    assert {item["lot_id"] for item in body["items"]} == {
+        "ALP:ALP-20261102-003",
+        "ALP:ALP-20261102-004",
+    }
+    page = client.get("/api/v1/lots", params={"q": "ALP", "limit": 2, "offset": 2}).json()
+    assert page["total"] == 7
+    assert len(page["items"]) == 2
+
+
+def test_lot_search_treats_wildcards_as_text(client: TestClient) -> None:
+    assert client.get("/api/v1/lots", params={"q": "%"}).json()["total"] == 0
+
+
+def test_lot_card_has_aliases_and_status_history(client: TestClient) -> None:
+    card = client.get("/api/v1/lots/AD-5531").json()
+    assert card["lot_id"] == "ALP:ALP-20261102-001"
+    assert {"alias": "AD-5531", "kind": "SUPPLIER_LOT"} in card["aliases"]
+    assert [h["status"] for h in card["status_history"]] == ["QUARANTINE", "RELEASED"]
+    assert card["status"] == "RELEASED"
+
+
+def test_lot_events_are_paginated_oldest_first(client: TestClient) -> None:
+    first = client.get("/api/v1/lots/ALP:ALP-20261102-001/events", params={"limit": 3}).json()
+    rest = client.get("/api/v1/lots/ALP:ALP-20261102-001/events", params={"offset": 3}).json()
+    types = [e["event_type"] for e in first["items"] + rest["items"]]
+    assert first["total"] == len(types) == 6
+    assert types[0] == "LotReceived"
+    assert "MaterialConsumed" in types
+    times = [e["occurred_at"] for e in first["items"] + rest["items"]]
+    assert times == sorted(times)
+    assert client.get("/api/v1/lots/NOPE/events").status_code == 404

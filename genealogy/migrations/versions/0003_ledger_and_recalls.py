@@ -1,4 +1,4 @@
-"""lot ledger (mass balance, on-hand) and stored recall packets
+"""lot ledger (mass balance, on-hand), lot history index and stored recall packets
 
 Revision ID: 0003
 Revises: 0002
@@ -31,6 +31,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_lot_ledger_lot", "lot_ledger", ["lot_id"], unique=False)
     op.create_table(
+        "lot_events",
+        sa.Column("lot_id", sa.String(length=200), nullable=False),
+        sa.Column("event_id", sa.String(length=200), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("lot_id", "event_id", name=op.f("pk_lot_events")),
+    )
+    op.create_index("ix_lot_events_lot_time", "lot_events", ["lot_id", "occurred_at"], unique=False)
+    op.create_table(
         "recalls",
         sa.Column("recall_id", sa.String(length=36), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -44,5 +52,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("recalls")
+    op.drop_index("ix_lot_events_lot_time", table_name="lot_events")
+    op.drop_table("lot_events")
     op.drop_index("ix_lot_ledger_lot", table_name="lot_ledger")
     op.drop_table("lot_ledger")
