@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.recall import (
     RecallRequest,
@@ -184,6 +185,28 @@ def create_app(
         except LotNotFoundError as exc:
             return problem(404, "Lot not found", str(exc), request.url.path)
         return trace_to_json(result)
+
+    @app.get("/api/v1/exports/fsma204")
+    def export_fsma204(
+        request: Request,
+        lot: str | None = None,
+        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        to: AwareDatetime | None = None,
+        format: Literal["csv", "xlsx"] = "csv",
+    ) -> Any:
+        """FSMA 204 sortable spreadsheet for a lot's genealogy or a date range (<= 366 days)."""
+        try:
+            rows = fsma204_rows(store, lot=lot, start=from_, end=to)
+        except LotNotFoundError as exc:
+            return problem(404, "Lot not found", str(exc), request.url.path)
+        except ExportRequestError as exc:
+            return problem(422, "Invalid export request", str(exc), request.url.path)
+        name = f"fsma204-{(lot or 'range').replace(':', '_')}"
+        if format == "xlsx":
+            return Response(to_xlsx(rows), headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+                            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+        return Response(to_csv(rows), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})  # fmt: skip
 
     @app.post("/api/v1/recalls", status_code=201)
     def post_recall(request: Request, body: RecallBody) -> Any:
