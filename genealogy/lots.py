@@ -24,9 +24,9 @@ def _escape_like(text: str) -> str:
 
 
 def search_lots(
-    store: GenealogyStore, query: str, *, limit: int, offset: int
+    store: GenealogyStore, query: str, *, limit: int, offset: int, site: str | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Lots whose id or any alias starts with ``query`` (case-insensitive), with the match."""
+    """Lots whose id or any alias starts with ``query`` (case-insensitive); ``site`` limits them."""
     lots, aliases = tables.lots, tables.lot_aliases
     pattern = _escape_like(query.strip().upper()) + "%"
     matched = (
@@ -38,6 +38,7 @@ def search_lots(
                 func.upper(aliases.c.alias).like(pattern, escape="\\"),
             )
         )
+        .where(*([lots.c.site == site] if site is not None else []))
         .distinct()
         .subquery()
     )

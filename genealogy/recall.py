@@ -131,7 +131,8 @@ class RecallPacket:
     lots: list[AffectedLot]
     shipments: list[dict[str, Any]]
     in_transit: list[dict[str, Any]]
-    gaps: list[str]
+    #: ``{"lot_id": ..., "message": ...}``: what is missing or open, per lot
+    gaps: list[dict[str, str]]
 
     def summary(self) -> dict[str, Any]:
         """Counts a person reads first."""
@@ -211,10 +212,22 @@ def seed_lots(store: GenealogyStore, request: RecallRequest) -> list[str]:
     return found
 
 
-def run_recall(store: GenealogyStore, request: RecallRequest, *, save: bool = True) -> RecallPacket:
-    """Answer a mock recall and (by default) store the packet."""
+def run_recall(
+    store: GenealogyStore,
+    request: RecallRequest,
+    *,
+    save: bool = True,
+    created_by: str = "local",
+    site: str | None = None,
+    seeds: list[str] | None = None,
+) -> RecallPacket:
+    """Answer a mock recall and (by default) store the packet.
+
+    ``seeds`` overrides the lots the request names (a caller that already resolved
+    and scoped them); ``created_by`` and ``site`` say who asked.
+    """
     began = time.perf_counter()
-    seeds = seed_lots(store, request)
+    seeds = seeds if seeds is not None else seed_lots(store, request)
     depth: dict[str, int] = {}
     for seed in seeds:
         for lot in trace(store, seed, Direction.FORWARD).lots:
@@ -222,17 +235,22 @@ def run_recall(store: GenealogyStore, request: RecallRequest, *, save: bool = Tr
     affected = sorted(depth)
     balances, locations = _balances(store, affected)
     lots_info, shipments, in_transit = _facts(store, affected)
-    gaps: list[str] = []
+    gaps: list[dict[str, str]] = []
     lots: list[AffectedLot] = []
     for lot_id in affected:
         info = lots_info.get(lot_id, {})
         lot_balances = balances.get(lot_id, [])
         for b in lot_balances:
             if b.residual > 0:
-                gaps.append(f"{lot_id}: {b.residual} {b.unit} left the lot that never entered it "
-                            "(a receipt or production event is missing)")  # fmt: skip
+                gaps.append({"lot_id": lot_id, "message": f"{b.residual} {b.unit} left the lot that never "
+                             "entered it (a receipt or production event is missing)"})  # fmt: skip
         if not lot_balances:
-            gaps.append(f"{lot_id}: no quantity event at all (only referenced by other events)")
+            gaps.append(
+                {
+                    "lot_id": lot_id,
+                    "message": "no quantity event at all (only referenced by others)",
+                }
+            )
         lots.append(AffectedLot(
             lot_id=lot_id, site=info.get("site", lot_id.split(":", 1)[0]),
             item_code=info.get("item_code"), item_description=info.get("item_description"),
@@ -240,8 +258,8 @@ def run_recall(store: GenealogyStore, request: RecallRequest, *, save: bool = Tr
             balances=lot_balances, last_location=locations.get(lot_id),
         ))  # fmt: skip
     for transfer in in_transit:
-        gaps.append(f"{transfer['lot_id']}: transfer {transfer['transfer_id']} shipped "
-                    f"{transfer['shipped_at']:%Y-%m-%d} and not received")  # fmt: skip
+        gaps.append({"lot_id": transfer["lot_id"], "message": f"transfer {transfer['transfer_id']} "
+                     f"shipped {transfer['shipped_at']:%Y-%m-%d} and not received"})  # fmt: skip
     packet = RecallPacket(
         recall_id=str(uuid.uuid4()), created_at=datetime.now(UTC),
         request=_jsonable(asdict(request)), duration_ms=0, lots=lots, shipments=shipments,
@@ -253,7 +271,8 @@ def run_recall(store: GenealogyStore, request: RecallRequest, *, save: bool = Tr
             conn.execute(tables.recalls.insert().values(
                 recall_id=packet.recall_id, created_at=packet.created_at,
                 request=json.dumps(packet.request), packet=json.dumps(packet.to_json()),
-                duration_ms=packet.duration_ms, affected_lots=len(lots),
+                duration_ms=packet.duration_ms, affected_lots=len(lots), created_by=created_by,
+                site=site,
             ))  # fmt: skip
     return packet
 
@@ -329,31 +348,33 @@ def _facts(
     return info, shipments, in_transit
 
 
-def load_recall(store: GenealogyStore, recall_id: str) -> dict[str, Any] | None:
-    """A stored packet as JSON, or None."""
+def load_recall(store: GenealogyStore, recall_id: str) -> tuple[dict[str, Any], str | None] | None:
+    """A stored packet as JSON with the site of who asked for it, or None."""
+    r = tables.recalls
     with store.engine.connect() as conn:
-        row = conn.execute(
-            select(tables.recalls.c.packet).where(tables.recalls.c.recall_id == recall_id)
-        ).first()
-    return None if row is None else dict(json.loads(row.packet))
+        row = conn.execute(select(r.c.packet, r.c.site).where(r.c.recall_id == recall_id)).first()
+    return None if row is None else (dict(json.loads(row.packet)), row.site)
 
 
 def list_recalls(
-    store: GenealogyStore, *, limit: int, offset: int
+    store: GenealogyStore, *, limit: int, offset: int, site: str | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Stored recalls, newest first: total count and one page of summaries."""
+    """Stored recalls, newest first: total count and one page of summaries.
+
+    With ``site``, only the recalls users of that site asked for.
+    """
     r = tables.recalls
+    where = [r.c.site == site] if site is not None else []
     with store.engine.connect() as conn:
-        total = int(conn.execute(select(func.count()).select_from(r)).scalar_one())
+        total = int(conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one())
         rows = conn.execute(
-            select(r.c.recall_id, r.c.created_at, r.c.request, r.c.duration_ms, r.c.affected_lots)
-            .order_by(r.c.created_at.desc())
-            .limit(limit)
-            .offset(offset)
-        ).all()
+            select(r.c.recall_id, r.c.created_at, r.c.request, r.c.duration_ms, r.c.affected_lots,
+                   r.c.created_by)
+            .where(*where).order_by(r.c.created_at.desc()).limit(limit).offset(offset)
+        ).all()  # fmt: skip
     return total, [
         {"recall_id": x.recall_id, "created_at": utc(x.created_at).isoformat(),
          "request": json.loads(x.request), "duration_ms": x.duration_ms,
-         "affected_lots": x.affected_lots}
+         "affected_lots": x.affected_lots, "created_by": x.created_by}
         for x in rows
     ]  # fmt: skip

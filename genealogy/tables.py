@@ -202,4 +202,24 @@ recalls = Table(
     Column("packet", Text, nullable=False),
     Column("duration_ms", Integer, nullable=False),
     Column("affected_lots", Integer, nullable=False),
+    Column("created_by", ID, nullable=False),
+    #: the site of the user who asked (None: an enterprise-wide user)
+    Column("site", ID, nullable=True),
+)
+
+# Append-only, hash-chained record of recalls, exports and status-affecting actions.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("user_name", ID, nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("site", ID, nullable=True),
+    Column("action", String(60), nullable=False),
+    Column("meaning", Text, nullable=False),
+    Column("target", ID, nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )

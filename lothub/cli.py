@@ -7,7 +7,8 @@
     lothub worker                 one stream worker (``lothub up`` starts it for you)
     lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
     lothub db upgrade             create or upgrade the genealogy store schema
-    lothub topics                 print the flow map: topics, producers, consumers
+    lothub topics                 print the flow map
+    lothub audit verify           detect edited or deleted audit records: topics, producers, consumers
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="genealogy store schema")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("topics", help="print the flow map")
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    verify = audit_sub.add_parser("verify", help="detect edited or deleted audit records")
+    verify.add_argument("--expect-head", help="head hash printed by the previous verify")
     return parser
 
 
@@ -114,6 +119,10 @@ def _run(args: argparse.Namespace, settings: object) -> int:
 
         with Hub(settings) as hub:
             hub.wait_ready()
+            if hub.access is not None and hub.access.local_mode:
+                print("lothub: LOCAL MODE - no API keys configured: full access for anyone on this "
+                      "machine, API bound to loopback only (set LOTHUB_API_KEYS_FILE to require keys)",
+                      flush=True)  # fmt: skip
             print(
                 f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
                 flush=True,
@@ -138,9 +147,27 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     if args.command == "db":
         from genealogy.store import GenealogyStore
 
-        GenealogyStore.connect(settings.store_url).migrate()
+        store = GenealogyStore.connect(settings.store_url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
         print("genealogy store schema is up to date")
         return 0
+    if args.command == "audit":
+        from genealogy.audit import verify as verify_audit
+        from genealogy.store import GenealogyStore
+
+        store = GenealogyStore.connect(settings.store_url)
+        try:
+            result = verify_audit(store, expect_head=args.expect_head)
+        finally:
+            store.close()
+        for line in result.problems:
+            print(f"TAMPERED: {line}")
+        print(f"audit trail: {result.records} records, {'intact' if result.intact else 'NOT intact'}; "
+              f"head {result.head}")  # fmt: skip
+        return 0 if result.intact else 1
     if args.command == "topics":
         for name, spec in settings.topics.all():
             print(

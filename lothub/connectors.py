@@ -88,7 +88,11 @@ class ConnectorThreads:
 
 def status_lines(settings: Settings) -> list[str]:
     """One line per configured connector: kind, site, checkpoint, last success, last error."""
-    stored = CheckpointStore.connect(settings.store_url).statuses()
+    checkpoints = CheckpointStore.connect(settings.store_url)
+    try:
+        stored = checkpoints.statuses()
+    finally:
+        checkpoints.close()
     lines = []
     for name, spec in sorted(settings.sites().connectors.items()):
         position, status_json = stored.get(name, (None, None))

@@ -187,6 +187,11 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         print(f"  plant systems: BRK WMS database and ALP LIMS exports in {plants}", flush=True)
     with Hub(settings) as hub:
         hub.wait_ready()
+        if hub.access is not None and hub.access.local_mode:
+            print(
+                "  LOCAL MODE: no API keys configured, full access, API on loopback only",
+                flush=True,
+            )
         print(
             f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}",
             flush=True,

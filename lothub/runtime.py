@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -36,6 +37,7 @@ from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError, FatalError, LotHubError
 from streams.worker import HEARTBEAT_COMPONENT
 from trace_api.app import create_app
+from trace_api.auth import AccessControl
 
 log = logging.getLogger("lothub.runtime")
 
@@ -167,6 +169,7 @@ class Hub:
         self.worker: subprocess.Popen[bytes] | None = None
         self.store: GenealogyStore | None = None
         self.connectors: ConnectorThreads | None = None
+        self.access: AccessControl | None = None
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
         self._broker_ok: tuple[float, bool] = (0.0, False)
@@ -233,9 +236,21 @@ class Hub:
                 start_new_session=True,
             )
 
+    def _access(self) -> AccessControl:
+        """API keys if configured; else local mode, which must stay on loopback."""
+        if self.settings.api_keys_file is not None:
+            return AccessControl.load(self.settings.api_keys_file)
+        if not ipaddress.ip_address(socket.gethostbyname(self.settings.api_host)).is_loopback:
+            raise FatalError(
+                f"no API keys configured, so the API runs in local mode with full access and may only "
+                f"listen on loopback, not {self.settings.api_host}; set LOTHUB_API_KEYS_FILE"
+            )
+        return AccessControl.none()
+
     def _start_api(self) -> None:
         assert self.store is not None
-        app = create_app(self.store, readiness=self.readiness)
+        self.access = self._access()
+        app = create_app(self.store, readiness=self.readiness, access=self.access)
         config = uvicorn.Config(
             app,
             host=self.settings.api_host,

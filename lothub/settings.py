@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     site_config: Path = Field(default_factory=demo_sites_path)
     api_host: str = "127.0.0.1"
+    #: API keys by SHA-256 and role (TOML); unset = local mode, loopback only, full access
+    api_keys_file: Path | None = None
     api_port: int = Field(default=8000, ge=0, le=65535)
     #: consumer group of the stream worker
     worker_group: str = "lothub-streams"

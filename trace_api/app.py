@@ -17,13 +17,15 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.audit import append as append_audit
+from genealogy.audit import entries as audit_entries
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.recall import (
@@ -32,9 +34,19 @@ from genealogy.recall import (
     list_recalls,
     load_recall,
     run_recall,
+    seed_lots,
 )
-from genealogy.store import GenealogyStore
-from genealogy.trace import MAX_DEPTH, Direction, LotNotFoundError, TraceResult, trace
+from genealogy.store import GenealogyStore, site_of
+from genealogy.trace import MAX_DEPTH, Direction, LotNotFoundError, TraceResult, resolve_lot, trace
+from trace_api.auth import (
+    AccessControl,
+    Permission,
+    Principal,
+    Role,
+    redact_recall,
+    redact_refs,
+    redact_trace,
+)
 
 PROBLEM = "application/problem+json"
 #: Named readiness checks supplied by whoever runs the API (broker, worker, ...).
@@ -89,25 +101,73 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
     }
 
 
+def _need(permission: Permission) -> Callable[[Request], Principal]:
+    """A dependency: the caller, if its key grants ``permission`` (401/403 otherwise)."""
+
+    def check(request: Request) -> Principal:
+        access: AccessControl = request.app.state.access
+        who = access.authenticate(request.headers)
+        if who is None:
+            raise StarletteHTTPException(401, "a valid API key is required",
+                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if not who.can(permission):
+            raise StarletteHTTPException(403, f"role {who.role} may not {permission.value}")
+        return who
+
+    return check
+
+
+# Each endpoint names the permission it needs through one of these.
+Reader = Annotated[Principal, Depends(_need(Permission.READ))]
+Recaller = Annotated[Principal, Depends(_need(Permission.RECALL))]
+Exporter = Annotated[Principal, Depends(_need(Permission.EXPORT))]
+Auditor = Annotated[Principal, Depends(_need(Permission.AUDIT))]
+Operator = Annotated[Principal, Depends(_need(Permission.OPERATE))]
+
+
 def create_app(
     store: GenealogyStore,
     readiness: Readiness | None = None,
     metrics: CollectorRegistry = REGISTRY,
+    access: AccessControl | None = None,
 ) -> FastAPI:
-    """The trace API on ``store``; ``readiness`` adds checks to ``/readyz``.
+    """The trace API on ``store``.
 
-    ``/metrics`` serves ``metrics`` (the process's default registry unless given),
-    which carries the connectors' metrics when they run in the same process.
+    ``readiness`` adds checks to ``/readyz``; ``/metrics`` serves ``metrics`` (the
+    process's default registry unless given, which carries the connectors' metrics
+    when they run in the same process); ``access`` holds the API keys (none: local
+    mode, full access). Every endpoint but ``/healthz`` and ``/readyz`` needs a key
+    once one is configured.
     """
+    access = access or AccessControl.none()
     app = FastAPI(
         title="lothub trace API",
         version="0.1.0",
         description="Forward and backward lot genealogy across every plant.",
     )
 
+    app.state.access = access
+
+    def visible_lot(who: Principal, lot: str) -> str:
+        """The lot id, if ``who`` may see it; otherwise exactly as if it did not exist."""
+        lot_id = resolve_lot(store, lot)
+        if not who.sees(site_of(lot_id)):
+            raise LotNotFoundError(f"no lot has the id or alias {lot!r}")
+        return lot_id
+
+    def audit(who: Principal, action: str, meaning: str, target: str, **details: Any) -> None:
+        append_audit(store, user=who.user, role=who.role.value, site=who.site, action=action,
+                     meaning=meaning, target=target, details=details)  # fmt: skip
+
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        response = problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(LotNotFoundError)
+    async def lot_not_found(request: Request, exc: LotNotFoundError) -> JSONResponse:
+        return problem(404, "Lot not found", str(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -120,11 +180,6 @@ def create_app(
         """Answers while the process lives."""
         return {"status": "ok"}
 
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
-
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         """200 only once every part (store, and what the runtime adds) is up."""
@@ -134,8 +189,25 @@ def create_app(
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(who: Operator) -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/whoami")
+    def whoami(request: Request) -> dict[str, Any]:
+        """The caller's user, role and site (local mode says so)."""
+        who = _need(Permission.READ)(request)
+        return {
+            "user": who.user,
+            "role": who.role.value,
+            "site": who.site,
+            "local_mode": access.local_mode,
+        }
+
     @app.get("/api/v1/lots")
     def get_lots(
+        who: Reader,
         q: Annotated[
             str, Query(min_length=1, max_length=200, description="start of an id or alias")
         ],
@@ -143,34 +215,34 @@ def create_app(
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         """Lots whose id or any alias (site lot code, supplier lot, licence plate) starts with ``q``."""
-        total, items = search_lots(store, q, limit=limit, offset=offset)
+        site = who.site if who.role is Role.SITE_QUALITY else None
+        total, items = search_lots(store, q, limit=limit, offset=offset, site=site)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     @app.get("/api/v1/lots/{lot_id}")
-    def get_lot(request: Request, lot_id: str) -> Any:
+    def get_lot(who: Reader, lot_id: str) -> Any:
         """One lot by id or alias: aliases, status and status history."""
-        try:
-            return lot_card(store, lot_id)
-        except LotNotFoundError as exc:
-            return problem(404, "Lot not found", str(exc), request.url.path)
+        return lot_card(store, visible_lot(who, lot_id))
 
     @app.get("/api/v1/lots/{lot_id}/events")
     def get_lot_events(
-        request: Request,
+        who: Reader,
         lot_id: str,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> Any:
         """Every event naming the lot, oldest first."""
-        try:
-            total, items = lot_history(store, lot_id, limit=limit, offset=offset)
-        except LotNotFoundError as exc:
-            return problem(404, "Lot not found", str(exc), request.url.path)
-        return {"total": total, "limit": limit, "offset": offset, "items": items}
+        total, items = lot_history(store, visible_lot(who, lot_id), limit=limit, offset=offset)
+        return {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "items": redact_refs(items, who, access),
+        }
 
     @app.get("/api/v1/lots/{lot_id}/trace")
     def get_trace(
-        request: Request,
+        who: Reader,
         lot_id: str,
         direction: Direction = Direction.BACKWARD,
         max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 50,
@@ -178,17 +250,15 @@ def create_app(
         """Backward (to supplier lots) or forward (to customers) genealogy of a lot.
 
         ``lot_id`` is the enterprise id (``SITE:CODE``) or any alias (site lot code,
-        supplier lot).
+        supplier lot, licence plate). A site user sees other sites' lots redacted.
         """
-        try:
-            result = trace(store, lot_id, direction, max_depth=max_depth)
-        except LotNotFoundError as exc:
-            return problem(404, "Lot not found", str(exc), request.url.path)
-        return trace_to_json(result)
+        result = trace(store, visible_lot(who, lot_id), direction, max_depth=max_depth)
+        return redact_trace(trace_to_json(result), who, access)
 
     @app.get("/api/v1/exports/fsma204")
     def export_fsma204(
         request: Request,
+        who: Exporter,
         lot: str | None = None,
         from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
         to: AwareDatetime | None = None,
@@ -196,11 +266,14 @@ def create_app(
     ) -> Any:
         """FSMA 204 sortable spreadsheet for a lot's genealogy or a date range (<= 366 days)."""
         try:
-            rows = fsma204_rows(store, lot=lot, start=from_, end=to)
-        except LotNotFoundError as exc:
-            return problem(404, "Lot not found", str(exc), request.url.path)
+            rows = fsma204_rows(
+                store, lot=visible_lot(who, lot) if lot else None, start=from_, end=to
+            )
         except ExportRequestError as exc:
             return problem(422, "Invalid export request", str(exc), request.url.path)
+        rows = [r for r in rows if who.sees(r["Site"])]
+        audit(who, "export.fsma204", "FSMA 204 sortable spreadsheet exported",
+              lot or f"{from_}..{to}", rows=len(rows), format=format)  # fmt: skip
         name = f"fsma204-{(lot or 'range').replace(':', '_')}"
         if format == "xlsx":
             return Response(to_xlsx(rows), headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
@@ -209,42 +282,65 @@ def create_app(
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})  # fmt: skip
 
     @app.post("/api/v1/recalls", status_code=201)
-    def post_recall(request: Request, body: RecallBody) -> Any:
+    def post_recall(request: Request, who: Recaller, body: RecallBody) -> Any:
         """Run a mock recall from lots (any alias), a supplier, or an item and date range."""
+        recall = RecallRequest(**body.model_dump())
         try:
-            packet = run_recall(store, RecallRequest(**body.model_dump()))
-        except LotNotFoundError as exc:
-            return problem(404, "Nothing to recall", str(exc), request.url.path)
+            seeds = seed_lots(store, recall)
         except RecallRequestError as exc:
             return problem(422, "Invalid recall request", str(exc), request.url.path)
-        return JSONResponse(packet.to_json(), status_code=201,
+        visible = [s for s in seeds if who.sees(site_of(s))]
+        if not visible or (recall.lots and len(visible) < len(seeds)):
+            raise LotNotFoundError("nothing to recall among the lots you may see")
+        packet = run_recall(store, recall, seeds=visible, created_by=who.user, site=who.site)
+        audit(who, "recall.create", "mock recall run", f"recall/{packet.recall_id}",
+              request=packet.request, affected_lots=len(packet.lots))  # fmt: skip
+        return JSONResponse(redact_recall(packet.to_json(), who, access), status_code=201,
                             headers={"Location": f"/api/v1/recalls/{packet.recall_id}"})  # fmt: skip
 
     @app.get("/api/v1/recalls")
     def get_recalls(
+        who: Recaller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """Stored recalls, newest first, one page at a time."""
-        total, items = list_recalls(store, limit=limit, offset=offset)
+        """Stored recalls, newest first, one page at a time (a site user: its site's)."""
+        site = who.site if who.role is Role.SITE_QUALITY else None
+        total, items = list_recalls(store, limit=limit, offset=offset, site=site)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
+    def stored_recall(request: Request, who: Principal, recall_id: str) -> dict[str, Any]:
+        found = load_recall(store, recall_id)
+        if found is None or (who.role is Role.SITE_QUALITY and found[1] != who.site):
+            raise StarletteHTTPException(404, f"no recall {recall_id!r}")
+        return redact_recall(found[0], who, access)
+
     @app.get("/api/v1/recalls/{recall_id}")
-    def get_recall(request: Request, recall_id: str) -> Any:
+    def get_recall(request: Request, who: Recaller, recall_id: str) -> Any:
         """One stored recall packet."""
-        packet = load_recall(store, recall_id)
-        if packet is None:
-            return problem(404, "Recall not found", f"no recall {recall_id!r}", request.url.path)
+        packet = stored_recall(request, who, recall_id)
+        audit(who, "recall.view", "recall packet read", f"recall/{recall_id}")
         return packet
 
     @app.get("/api/v1/recalls/{recall_id}/export")
-    def export_recall(request: Request, recall_id: str, format: Literal["csv"] = "csv") -> Any:
+    def export_recall(
+        request: Request, who: Exporter, recall_id: str, format: Literal["csv"] = "csv"
+    ) -> Any:
         """The packet as a spreadsheet: one row per affected lot and unit, then shipments."""
-        packet = load_recall(store, recall_id)
-        if packet is None:
-            return problem(404, "Recall not found", f"no recall {recall_id!r}", request.url.path)
+        packet = stored_recall(request, who, recall_id)
+        audit(who, "recall.export", "recall packet exported", f"recall/{recall_id}", format=format)
         return Response(recall_csv(packet), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'})  # fmt: skip
+
+    @app.get("/api/v1/audit")
+    def get_audit(
+        who: Auditor,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """The audit trail, newest first."""
+        total, items = audit_entries(store, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     return app
 
@@ -283,7 +379,7 @@ def recall_csv(packet: dict[str, Any]) -> str:
         writer.writerow([s["lot_id"], s["customer"], s["ship_to"], s["document"], s["shipped_at"],
                          s["quantity"], s["unit"]])  # fmt: skip
     writer.writerow([])
-    writer.writerow(["data gaps"])
+    writer.writerow(["gap lot", "data gap"])
     for gap in packet["gaps"]:
-        writer.writerow([gap])
+        writer.writerow([gap["lot_id"], gap["message"]])
     return out.getvalue()

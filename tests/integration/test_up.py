@@ -66,6 +66,7 @@ def test_up_serves_until_stopped_then_leaves_nothing_running(
         print(log.read_text()[-3000:])
     assert hub.returncode in (0, 128 + stop_signal)
     assert "Traceback" not in log.read_text()
+    assert "LOCAL MODE" in log.read_text(), "an unauthenticated hub says so at start"
     time.sleep(0.5)
     assert not _listening(port), "the API stopped"
     leftovers = subprocess.run(

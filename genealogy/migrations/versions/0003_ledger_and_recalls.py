@@ -1,4 +1,4 @@
-"""lot ledger (mass balance, on-hand), lot history index and stored recall packets
+"""lot ledger (mass balance, on-hand), lot history index, stored recall packets, audit log
 
 Revision ID: 0003
 Revises: 0002
@@ -46,11 +46,29 @@ def upgrade() -> None:
         sa.Column("packet", sa.Text(), nullable=False),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column("affected_lots", sa.Integer(), nullable=False),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("site", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("recall_id", name=op.f("pk_recalls")),
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("user_name", sa.String(length=200), nullable=False),
+        sa.Column("role", sa.String(length=40), nullable=False),
+        sa.Column("site", sa.String(length=200), nullable=True),
+        sa.Column("action", sa.String(length=60), nullable=False),
+        sa.Column("meaning", sa.Text(), nullable=False),
+        sa.Column("target", sa.String(length=200), nullable=False),
+        sa.Column("details", sa.Text(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_log")),
     )
 
 
 def downgrade() -> None:
+    op.drop_table("audit_log")
     op.drop_table("recalls")
     op.drop_index("ix_lot_events_lot_time", table_name="lot_events")
     op.drop_table("lot_events")
