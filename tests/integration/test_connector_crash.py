@@ -24,7 +24,7 @@ from tests.conftest import wait_for, worker_env
 from tests.helpers import normalized, read_topic
 from tests.integration.test_wms_connector import make_table
 
-ROWS = 3000
+ROWS = 10_000
 
 
 def test_kill_9_mid_batch_then_restart(
@@ -64,7 +64,7 @@ def test_kill_9_mid_batch_then_restart(
         return int(json.loads(text)["pk"]) if text else 0
 
     first = run()
-    wait_for(lambda: checkpoint_pk() >= 600, 120, "the connector to pass row 600",
+    wait_for(lambda: checkpoint_pk() >= 100, 120, "the connector to pass row 100", poll_s=0.01,
              fail_if=lambda: first.poll() is not None)  # fmt: skip
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
