@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import connectors_bench
-
-BENCHES = {"connectors": connectors_bench.main}
+from bench import connectors_bench, trace_bench
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run")
+    parser.add_argument(
+        "names", nargs="*", choices=["connectors", "trace", []], help="benchmarks to run"
+    )
     parser.add_argument("--rows", type=int, default=20_000, help="records per connector run")
+    parser.add_argument("--preset", choices=sorted(trace_bench.PRESETS), default="small",
+                        help="size of the synthetic genealogy for 'trace'")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=20, help="traces per measurement")
     args = parser.parse_args()
-    for name in args.names or list(BENCHES):
-        BENCHES[name](rows=args.rows)
+    names = args.names or ["connectors", "trace"]
+    if "connectors" in names:
+        connectors_bench.main(rows=args.rows)
+    if "trace" in names:
+        trace_bench.main(preset=args.preset, samples=args.samples)
     return 0
 
 
