@@ -106,6 +106,9 @@ def _stop_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # Python keeps it ignored; Ctrl-C (or an interrupt from a supervisor) must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run(args: argparse.Namespace, settings: object) -> int:

@@ -62,7 +62,12 @@ def test_up_serves_until_stopped_then_leaves_nothing_running(
         wait_for(lambda: "lothub is up" in log.read_text(), 30, "the start-up message")
     finally:
         hub.send_signal(stop_signal)
-        hub.wait(timeout=60)
+        try:
+            hub.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            hub.kill()  # never leave a hub behind, even when the test fails
+            hub.wait()
+            raise
         print(log.read_text()[-3000:])
     assert hub.returncode in (0, 128 + stop_signal)
     assert "Traceback" not in log.read_text()
