@@ -500,7 +500,9 @@ def test_event_schema_is_compatible_with_previous_version(
     if problems is None:
         # A new event type has no previous version; it must still resolve against itself
         # (every named type it references exists and is consistent).
-        new = fastavro.schema.load_schema(str(_event_file(avro_dir(), event_name)), _write_hint=False)
+        new = fastavro.schema.load_schema(
+            str(_event_file(avro_dir(), event_name)), _write_hint=False
+        )
         print(f"{event_name}: new since {gate_baseline.description}; checked against itself")
         assert full_compatibility(new, new) == []
         return
