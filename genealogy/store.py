@@ -311,13 +311,26 @@ class GenealogyStore:
                 )
 
     def _apply_corrections(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
-        for ev in fresh:
-            if isinstance(ev, EventCorrected):
-                conn.execute(
-                    update(tables.events)
-                    .where(tables.events.c.event_id.in_(ev.corrected_event_ids))
-                    .values(voided_by=ev.envelope.event_id)
-                )
+        """Void corrected events, including corrections that arrived before their target."""
+        ev, corrections = tables.events, tables.event_corrections
+        pairs = [{"corrected_event_id": target, "correcting_event_id": e.envelope.event_id}
+                 for e in fresh if isinstance(e, EventCorrected) for target in e.corrected_event_ids]  # fmt: skip
+        if pairs:
+            _insert_ignore(conn, corrections, pairs)
+        touched = sorted(
+            {p["corrected_event_id"] for p in pairs} | {e.envelope.event_id for e in fresh}
+        )
+        for chunk in _chunks(touched, 500):
+            voider = (
+                select(func.min(corrections.c.correcting_event_id))
+                .where(corrections.c.corrected_event_id == ev.c.event_id)
+                .scalar_subquery()
+            )
+            conn.execute(
+                update(ev)
+                .where(ev.c.event_id.in_(chunk), ev.c.voided_by.is_(None), voider.is_not(None))
+                .values(voided_by=voider)
+            )
 
     # --- operational state -----------------------------------------------------
 

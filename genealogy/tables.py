@@ -137,6 +137,15 @@ status_history = Table(
     Index("ix_status_history_lot", "lot_id"),
 )
 
+# Which event voided or superseded which; kept so a correction that arrives before
+# the event it corrects still applies when that event comes.
+event_corrections = Table(
+    "event_corrections",
+    metadata,
+    Column("corrected_event_id", ID, primary_key=True),
+    Column("correcting_event_id", ID, primary_key=True),
+)
+
 # Same event_id, different content: kept as evidence for the integrity checks.
 event_conflicts = Table(
     "event_conflicts",

@@ -28,6 +28,7 @@ GENEALOGY_TABLES = [
     tables.documents,
     tables.status_history,
     tables.event_conflicts,
+    tables.event_corrections,
 ]
 
 

@@ -126,3 +126,20 @@ def test_a_voided_transfer_disappears_from_the_trace(
     )
     result = trace(store, "BRK:26313-01", Direction.BACKWARD)
     assert [lot.lot_id for lot in result.lots] == ["BRK:26313-01"]
+
+
+def test_a_correction_that_arrives_first_still_voids_its_event(
+    store_url: str, store_factory: Callable[[str], GenealogyStore], demo_sites: SitesConfig
+) -> None:
+    events = normalized(build_scenario(demo_sites).events, demo_sites)
+    received = next(e for e in events if isinstance(e, TransferReceived))
+    void = EventCorrected(
+        envelope=envelope("EventCorrected", site="BRK"), action=CorrectionAction.VOID,
+        corrected_event_ids=[received.envelope.event_id], reason="received twice", actor="qa.olson",
+    )  # fmt: skip
+    store = store_factory(store_url)
+    store.apply([void])  # the correction overtakes the event it corrects
+    store.apply(events)
+    assert [lot.lot_id for lot in trace(store, "BRK:26313-01", Direction.BACKWARD).lots] == [
+        "BRK:26313-01"
+    ]

@@ -1,4 +1,4 @@
-"""lot ledger (mass balance, on-hand), lot history index, stored recall packets, audit log
+"""lot ledger (mass balance, on-hand), lot history index, stored recall packets, audit log, event corrections
 
 Revision ID: 0003
 Revises: 0002
@@ -51,6 +51,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("recall_id", name=op.f("pk_recalls")),
     )
     op.create_table(
+        "event_corrections",
+        sa.Column("corrected_event_id", sa.String(length=200), nullable=False),
+        sa.Column("correcting_event_id", sa.String(length=200), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "corrected_event_id", "correcting_event_id", name=op.f("pk_event_corrections")
+        ),
+    )
+    op.create_table(
         "audit_log",
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -69,6 +77,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_log")
+    op.drop_table("event_corrections")
     op.drop_table("recalls")
     op.drop_index("ix_lot_events_lot_time", table_name="lot_events")
     op.drop_table("lot_events")
