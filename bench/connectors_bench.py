@@ -15,19 +15,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from sqlalchemy import MetaData, create_engine, insert
 
 from connectors.base import Connector, Source
 from connectors.checkpoints import CheckpointStore
 from connectors.lims import LimsCsvSource, LimsMapping
 from connectors.publisher import KafkaPublisher
-from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, default_table
+from connectors.simulator import warehouse_moves
+from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, create_transactions
 from genealogy.store import GenealogyStore
 from lothub.runtime import EmbeddedBroker, ensure_topics
 from lothub.settings import Settings, demo_sites_path
@@ -38,19 +36,7 @@ from schemas.sites import load_sites
 
 def _wms(folder: Path, rows: int) -> Callable[[], Source[Any]]:
     url = f"sqlite:///{folder / 'wms.db'}"
-    engine = create_engine(url)
-    metadata = MetaData()
-    table = default_table(metadata)
-    metadata.create_all(engine)
-    start = datetime(2026, 11, 9, 6, 0)
-    with engine.begin() as conn:
-        conn.execute(insert(table), [
-            {"id": i, "updated_at": start + timedelta(seconds=i // 3), "txn_type": "MOVE",
-             "lot": f"26313-{i % 100:02d}", "item_code": "CD-900", "quantity": Decimal(i),
-             "uom": "LB", "from_location": "A-01", "to_location": "B-02"}
-            for i in range(1, rows + 1)
-        ])  # fmt: skip
-    engine.dispose()
+    create_transactions(url, warehouse_moves(rows))
     site = load_sites(demo_sites_path()).sites["BRK"]
     return lambda: WmsSqlSource(WmsSqlConfig(name=f"bench-wms-{uuid.uuid4().hex[:6]}",
                                              site_code="BRK", site=site, url=url))  # fmt: skip

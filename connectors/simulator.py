@@ -525,20 +525,12 @@ def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
     ``truth``: the licence plate names the BRK lot, and the LIMS puts sugar lot 004
     on hold.
     """
-    from sqlalchemy import MetaData, create_engine, insert
-
-    from connectors.wms_sql import default_table
+    from connectors.wms_sql import create_transactions
 
     folder.mkdir(parents=True, exist_ok=True)
     wms = folder / "wms-brk.db"
     wms.unlink(missing_ok=True)
-    engine = create_engine(f"sqlite:///{wms}")
-    metadata = MetaData()
-    table = default_table(metadata)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(table), WMS_BRK_ROWS)
-    engine.dispose()
+    create_transactions(f"sqlite:///{wms}", WMS_BRK_ROWS)
     exports = folder / "lims-alp"
     exports.mkdir(exist_ok=True)
     (exports / "results-2026-11.csv").write_bytes(LIMS_ALP_CSV.encode("cp1252"))
@@ -553,3 +545,15 @@ def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
         'delimiter = ";"\ndecimal_separator = ","\ndate_format = "%d.%m.%Y %H:%M"\n'
         f'pass_values = ["I.O."]\nfields = {{ {fields} }}\n'
     )
+
+
+def warehouse_moves(
+    count: int, start: datetime = datetime(2026, 11, 9, 6, 0)
+) -> list[dict[str, object]]:
+    """``count`` bin-to-bin moves at BRK, three per second: load for tests and benchmarks."""
+    return [
+        {"id": i, "updated_at": start + timedelta(seconds=i // 3), "txn_type": "MOVE",
+         "lot": f"26313-{i % 100:02d}", "item_code": "CD-900", "quantity": Decimal(i), "uom": "LB",
+         "from_location": "A-01", "to_location": "B-02"}
+        for i in range(1, count + 1)
+    ]  # fmt: skip

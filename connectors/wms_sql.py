@@ -138,6 +138,20 @@ def default_table(metadata: MetaData, name: str = "wms_transactions") -> Table:
     )  # fmt: skip
 
 
+def create_transactions(url: str, rows: Sequence[Mapping[str, object]]) -> None:
+    """Create the default transactions table at ``url`` holding ``rows`` (simulators, tests)."""
+    engine = create_engine(url)
+    try:
+        metadata = MetaData()
+        table = default_table(metadata)
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            if rows:
+                conn.execute(table.insert(), list(rows))
+    finally:
+        engine.dispose()
+
+
 class WmsSqlSource(Source[Cursor]):
     """Reads the WMS transactions table; one long-lived engine per connector."""
 

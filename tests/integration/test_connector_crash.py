@@ -8,13 +8,11 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import MetaData, create_engine, insert
-
 from connectors.checkpoints import CheckpointStore
+from connectors.simulator import warehouse_moves
+from connectors.wms_sql import create_transactions
 from genealogy.store import GenealogyStore
 from lothub.settings import Settings, demo_sites_path
 from schemas.model import stable_event_id
@@ -22,7 +20,6 @@ from schemas.serde import make_serde
 from schemas.sites import load_sites
 from tests.conftest import wait_for, worker_env
 from tests.helpers import normalized, read_topic
-from tests.integration.test_wms_connector import make_table
 
 ROWS = 10_000
 
@@ -34,19 +31,7 @@ def test_kill_9_mid_batch_then_restart(
 ) -> None:
     settings, checkpoints = connector_wiring
     wms_url = f"sqlite:///{tmp_path / 'wms.db'}"
-    engine = create_engine(wms_url)
-    metadata = MetaData()
-    table = make_table(metadata)
-    metadata.create_all(engine)
-    start = datetime(2026, 11, 9, 6, 0)
-    with engine.begin() as conn:
-        conn.execute(insert(table), [
-            {"id": i, "updated_at": start + timedelta(seconds=i // 3), "txn_type": "MOVE",
-             "lot": f"26313-{i % 100:02d}", "item_code": "CD-900", "quantity": Decimal(i),
-             "uom": "LB", "from_location": "A", "to_location": "B"}
-            for i in range(1, ROWS + 1)
-        ])  # fmt: skip
-    engine.dispose()
+    create_transactions(wms_url, warehouse_moves(ROWS))
     sites_file = tmp_path / "sites.toml"
     sites_file.write_text(demo_sites_path().read_text() + (
         '\n[connectors.wms-crash]\nkind = "wms-sql"\nsite = "BRK"\nbatch_size = 50\n'

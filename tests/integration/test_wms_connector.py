@@ -13,17 +13,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
-    MetaData,
-    Table,
     create_engine,
-    insert,
     text,
 )
 
 from connectors.base import DLQ_SOURCE_POSITION, Connector
 from connectors.checkpoints import CheckpointStore
 from connectors.publisher import KafkaPublisher
-from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, default_table
+from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, create_transactions
 from lothub.runtime import free_port
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError
@@ -36,10 +33,6 @@ from tests.helpers import read_topic
 
 T0 = datetime(2026, 11, 9, 6, 0)
 SAME = datetime(2026, 11, 9, 7, 30)  # three rows share this timestamp
-
-
-def make_table(metadata: MetaData) -> Table:
-    return default_table(metadata)
 
 
 def rows() -> list[dict[str, Any]]:
@@ -80,13 +73,7 @@ def wms_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A WMS database with its transactions table filled."""
     url = (f"sqlite:///{tmp_path / 'wms.db'}" if request.param == "sqlite"
            else str(request.getfixturevalue("postgres_url")))  # fmt: skip
-    engine = create_engine(url)
-    metadata = MetaData()
-    table = make_table(metadata)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(table), rows())
-    engine.dispose()
+    create_transactions(url, rows())
     return url
 
 
@@ -187,13 +174,7 @@ def test_source_down_is_retried_reported_and_resumed(
         assert runner.is_alive(), "a source outage never ends the loop"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-        engine = create_engine(url)
-        metadata = MetaData()
-        table = make_table(metadata)
-        metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(insert(table), rows())
-        engine.dispose()
+        create_transactions(url, rows())
         expected = expected_ids(connector.source.name)
         wait_for(lambda: set(published_ids(settings)) >= expected, 60, "every row after recovery")
         assert connector.status.consecutive_errors == 0
@@ -218,13 +199,7 @@ def test_backfill_re_reads_history_with_the_same_event_ids(
 
     settings, checkpoints = connector_wiring
     url = f"sqlite:///{tmp_path / 'wms.db'}"
-    engine = create_engine(url)
-    metadata = MetaData()
-    table = make_table(metadata)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(table), rows())
-    engine.dispose()
+    create_transactions(url, rows())
     sites_file = tmp_path / "sites.toml"
     sites_file.write_text(demo_sites_path().read_text() + (
         '\n[connectors.wms-bf]\nkind = "wms-sql"\nsite = "BRK"\n'
