@@ -116,8 +116,43 @@ def _lims_rest(
     )  # fmt: skip
 
 
+def _tryton(
+    name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[str, Any]
+) -> Source[Any]:
+    from connectors.tryton import (
+        TrytonClient,
+        TrytonConnectorSource,
+        TrytonInspectionSource,
+        TrytonSource,
+    )
+
+    _check(name, "tryton", settings, {"url", "database", "user", "password"},
+           {"warehouse_sites", "stream", "settle_s"})  # fmt: skip
+    client = TrytonClient(
+        settings["url"], settings["database"], settings["user"], password=settings["password"]
+    )
+    common = {"name": name, "site_code": spec.site, "warehouse_sites": settings.get("warehouse_sites", {}),
+              "settle_s": float(settings.get("settle_s", 60.0))}  # fmt: skip
+    stream = settings.get("stream", "moves")
+    if stream not in ("moves", "inspections"):
+        raise ConfigurationError(
+            f"connector {name}: stream must be 'moves' or 'inspections', not {stream!r}"
+        )
+    reader = (
+        TrytonSource(client, **common)
+        if stream == "moves"
+        else TrytonInspectionSource(client, **common)
+    )
+    return TrytonConnectorSource(reader, sites.sites[spec.site])
+
+
 Factory = Callable[[str, ConnectorSpec, SitesConfig, dict[str, Any]], Source[Any]]
-KINDS: dict[str, Factory] = {"wms-sql": _wms_sql, "lims-csv": _lims_csv, "lims-rest": _lims_rest}
+KINDS: dict[str, Factory] = {
+    "wms-sql": _wms_sql,
+    "lims-csv": _lims_csv,
+    "lims-rest": _lims_rest,
+    "tryton": _tryton,
+}
 
 
 def build_source(

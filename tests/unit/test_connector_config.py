@@ -75,3 +75,17 @@ def test_unknown_connector_names_the_configured_ones(tmp_path: Path) -> None:
 def test_cursor_round_trips_and_keeps_plant_local_time_naive(at: datetime) -> None:
     cursor = Cursor(updated_at=at, pk="42")
     assert Cursor.from_json(cursor.to_json()) == cursor
+
+
+def test_build_a_configured_tryton_connector(tmp_path: Path) -> None:
+    from connectors.tryton import TrytonConnectorSource
+
+    path = tmp_path / "sites.toml"
+    path.write_text(demo_sites_path().read_text() + (
+        '\n[connectors.erp-alp]\nkind = "tryton"\nsite = "ALP"\n[connectors.erp-alp.settings]\n'
+        'url = "http://erp.invalid:8000"\ndatabase = "alpenwerk"\nuser = "lothub"\n'
+        'password_env = "TEST_TRYTON_PASSWORD"\nwarehouse_sites = { WH = "ALP", DC = "BRK" }\n'))  # fmt: skip
+    source = build_source("erp-alp", load_sites(path), {"TEST_TRYTON_PASSWORD": "s3cret"})
+    assert isinstance(source, TrytonConnectorSource)
+    assert source.stream.warehouse_sites == {"WH": "ALP", "DC": "BRK"}
+    source.close()
