@@ -37,6 +37,7 @@ class Direction(StrEnum):
 
     BACKWARD = "backward"
     FORWARD = "forward"
+    BOTH = "both"
 
 
 class LotNotFoundError(DataError):
@@ -138,7 +139,13 @@ def trace(
     max_depth: int = 50,
     max_lots: int = 10_000,
 ) -> TraceResult:
-    """Walk the genealogy from ``lot_id`` (id or alias) in ``direction``."""
+    """Walk the genealogy from ``lot_id`` (id or alias) in ``direction``.
+
+    ``BOTH`` is the union of the backward and the forward walk (each lot at its
+    nearer distance), what a complaint investigation looks at first.
+    """
+    if direction is Direction.BOTH:
+        return _both(store, lot_id, max_depth=max_depth, max_lots=max_lots)
     if not 1 <= max_depth <= MAX_DEPTH:
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH}")
     if not 1 <= max_lots <= MAX_LOTS:
@@ -240,4 +247,24 @@ def trace(
         edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
         documents=sorted(documents, key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
         truncated=truncated,
+    )
+
+
+def _both(store: GenealogyStore, lot_id: str, *, max_depth: int, max_lots: int) -> TraceResult:
+    """The union of the backward and the forward walk, each lot at its nearer distance."""
+    back = trace(store, lot_id, Direction.BACKWARD, max_depth=max_depth, max_lots=max_lots)
+    fwd = trace(store, back.root, Direction.FORWARD, max_depth=max_depth, max_lots=max_lots)
+    lots = {lot.lot_id: lot for lot in fwd.lots}
+    for lot in back.lots:
+        if lot.lot_id not in lots or lot.depth < lots[lot.lot_id].depth:
+            lots[lot.lot_id] = lot
+    edges = {(e.parent_lot, e.child_lot, e.via): e for e in [*back.edges, *fwd.edges]}
+    docs = {(d.event_id, d.lot_id): d for d in [*back.documents, *fwd.documents]}
+    return TraceResult(
+        root=back.root,
+        direction=Direction.BOTH,
+        lots=sorted(lots.values(), key=lambda x: (x.depth, x.lot_id)),
+        edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
+        documents=sorted(docs.values(), key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
+        truncated=back.truncated or fwd.truncated,
     )

@@ -143,3 +143,19 @@ def test_a_correction_that_arrives_first_still_voids_its_event(
     assert [lot.lot_id for lot in trace(store, "BRK:26313-01", Direction.BACKWARD).lots] == [
         "BRK:26313-01"
     ]
+
+
+def test_both_directions_is_the_union_of_backward_and_forward(
+    loaded: tuple[GenealogyStore, SitesConfig],
+) -> None:
+    store, sites = loaded
+    truth = build_scenario(sites).truth
+    lot = "ALP:ALP-20261103-011"  # the half that was transferred
+    result = trace(store, lot, Direction.BOTH)
+    assert {x.lot_id for x in result.lots} == truth.ancestors(lot) | truth.descendants(lot) | {lot}
+    assert {
+        d.party_name for d in result.documents if d.cte == "SHIPPING"
+    } == truth.forward_customers(lot)
+    assert {
+        d.partner_lot for d in result.documents if d.cte == "RECEIVING"
+    } == truth.backward_supplier_lots(lot)
