@@ -118,6 +118,10 @@ class AffectedLot:
     depth: int
     balances: list[Balance]
     last_location: str | None
+    #: share of the lot's mass that came from the suspect lots (1 for a suspect lot)
+    suspect_share: Decimal | None = None
+    #: kilograms of suspect material in the lot (share x kilograms that entered it)
+    suspect_kg: Decimal | None = None
 
 
 @dataclass
@@ -235,6 +239,11 @@ def run_recall(
     affected = sorted(depth)
     balances, locations = _balances(store, affected)
     lots_info, shipments, in_transit = _facts(store, affected)
+    shares = _exposure(store, affected, set(seeds))
+    for shipment in shipments:
+        share = shares.get(shipment["lot_id"])
+        shipment["suspect_kg"] = (share * shipment["quantity"]).quantize(_KG) if (
+            share is not None and shipment["unit"] == "KGM") else None  # fmt: skip
     gaps: list[dict[str, str]] = []
     lots: list[AffectedLot] = []
     for lot_id in affected:
@@ -256,6 +265,7 @@ def run_recall(
             item_code=info.get("item_code"), item_description=info.get("item_description"),
             status=info.get("status"), seed=lot_id in seeds, depth=depth[lot_id],
             balances=lot_balances, last_location=locations.get(lot_id),
+            suspect_share=shares.get(lot_id), suspect_kg=_suspect_kg(shares.get(lot_id), lot_balances),
         ))  # fmt: skip
     for transfer in in_transit:
         gaps.append({"lot_id": transfer["lot_id"], "message": f"transfer {transfer['transfer_id']} "
@@ -275,6 +285,59 @@ def run_recall(
                 site=site,
             ))  # fmt: skip
     return packet
+
+
+_KG = Decimal("0.000001")
+
+
+def _suspect_kg(share: Decimal | None, balances: list[Balance]) -> Decimal | None:
+    kg = next((b for b in balances if b.unit == "KGM"), None)
+    return None if share is None or kg is None else (share * kg.inflow).quantize(_KG)
+
+
+def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> dict[str, Decimal]:
+    """Quantity-weighted exposure: the share of each affected lot that is suspect material.
+
+    A made lot is taken to have the composition of what went into it: its share is
+    the suspect kilograms used over all kilograms used by the transformation (or batch)
+    that made it. A transfer passes the share on. Lots reached only through inputs in
+    other units than kilograms get no share (it cannot be weighed).
+    """
+    # every link into an affected lot, from affected parents or not: a transformation
+    # links each of its inputs to each of its outputs, so these are all the inputs
+    links = tables.lot_links
+    incoming: dict[str, list[Any]] = defaultdict(list)
+    with store.engine.connect() as conn:
+        for start in range(0, len(affected), 500):
+            chunk = affected[start : start + 500]
+            query = select(links).where(
+                links.c.child_lot.in_(chunk), _not_voided(links.c.child_event_id)
+            )
+            for r in conn.execute(query):
+                incoming[r.child_lot].append(r)
+    share: dict[str, Decimal] = {s: Decimal(1) for s in seeds}
+    pending = [lot for lot in affected if lot not in share]
+    affected_set = set(affected)
+    progress = True
+    while pending and progress:  # in dependency order; a rework loop is left without share
+        progress = False
+        for lot in list(pending):
+            rows = incoming.get(lot, [])
+            parents = {r.parent_lot for r in rows}
+            if any(p in pending for p in parents if p in affected_set):
+                continue
+            pending.remove(lot)
+            progress = True
+            suspect = total = Decimal(0)
+            weighable = True
+            for r in rows:
+                if r.unit_used != "KGM":
+                    weighable = False
+                total += r.quantity_used
+                suspect += share.get(r.parent_lot, Decimal(0)) * r.quantity_used
+            if weighable and total > 0:
+                share[lot] = suspect / total
+    return {lot: value.quantize(_KG) for lot, value in share.items()}
 
 
 def _not_voided(event_id: Any) -> Any:

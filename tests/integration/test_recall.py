@@ -150,3 +150,24 @@ def test_item_and_date_range_recall(client_for: Callable[[bool], TestClient]) ->
             "item": "SU-300", "date_from": "2026-11-02T00:00:00+01:00",
             "date_to": "2026-11-02T12:00:00+01:00"}).json()  # fmt: skip
     assert [lot["lot_id"] for lot in packet["lots"] if lot["seed"]] == ["ALP:ALP-20261102-003"]
+
+
+def test_quantity_weighted_exposure_follows_the_milk_through_blend_split_and_transfer(
+    client_for: Callable[[bool], TestClient], demo_sites: SitesConfig
+) -> None:
+    truth = build_scenario(demo_sites).truth
+    seed, blend = "ALP:ALP-20261102-001", "ALP:ALP-20261103-010"
+    used = {(p, c): q for p, c, q in truth.links}
+    blend_inputs = sum(q for (p, c), q in used.items() if c == blend)
+    share = used[(seed, blend)] / blend_inputs  # 800 of 1600 kg went into the blend
+    with client_for(False) as client:
+        packet = client.post("/api/v1/recalls", json={"lots": ["AD-5531"]}).json()
+    lots = {lot["lot_id"]: lot for lot in packet["lots"]}
+    assert Decimal(lots[seed]["suspect_share"]) == 1
+    for lot in truth.descendants(seed):
+        assert Decimal(lots[lot]["suspect_share"]) == share.quantize(Q6), lot
+    assert Decimal(lots[blend]["suspect_kg"]) == used[(seed, blend)]
+    by_customer = {s["customer"]: Decimal(s["suspect_kg"]) for s in packet["shipments"]}
+    for shipments in truth.shipments.values():
+        for customer, kg_shipped in shipments:
+            assert abs(by_customer[customer] - kg_shipped * share) < Decimal("0.00001"), customer
