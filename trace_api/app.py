@@ -324,13 +324,18 @@ def create_app(
 
     @app.get("/api/v1/recalls/{recall_id}/export")
     def export_recall(
-        request: Request, who: Exporter, recall_id: str, format: Literal["csv"] = "csv"
+        request: Request, who: Exporter, recall_id: str, format: Literal["csv", "xlsx"] = "csv"
     ) -> Any:
         """The packet as a spreadsheet: one row per affected lot and unit, then shipments."""
         packet = stored_recall(request, who, recall_id)
         audit(who, "recall.export", "recall packet exported", f"recall/{recall_id}", format=format)
-        return Response(recall_csv(packet), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'})  # fmt: skip
+        disposition = {"Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'}
+        if format == "xlsx":
+            return Response(recall_xlsx(packet), headers=disposition,
+                            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+        return Response(
+            recall_csv(packet), media_type="text/csv; charset=utf-8", headers=disposition
+        )
 
     @app.get("/api/v1/audit")
     def get_audit(
@@ -357,29 +362,56 @@ class RecallBody(BaseModel):
     date_to: AwareDatetime | None = None
 
 
+BALANCE_COLUMNS = ["received", "produced", "returned", "consumed", "shipped", "transferred_out",
+                   "scrapped", "adjusted", "on_hand", "residual"]  # fmt: skip
+
+
+def recall_sheets(packet: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    """A stored packet as tables: affected lots with balances and exposure, shipments, gaps."""
+    lots: list[list[Any]] = [["lot", "site", "item", "status", "seed", "depth", "suspect share",
+                              "suspect kg", "unit", *BALANCE_COLUMNS, "closes"]]  # fmt: skip
+    for lot in packet["lots"]:
+        for b in lot["balances"] or [{"unit": ""}]:
+            lots.append([lot["lot_id"], lot["site"], lot["item_code"], lot["status"], lot["seed"],
+                         lot["depth"], lot.get("suspect_share"), lot.get("suspect_kg"), b["unit"],
+                         *(b.get(c, "") for c in BALANCE_COLUMNS), b.get("closes", "")])  # fmt: skip
+    shipments: list[list[Any]] = [["shipped lot", "customer", "ship to", "document", "shipped at",
+                                   "quantity", "unit", "suspect kg"]]  # fmt: skip
+    for s in packet["shipments"]:
+        shipments.append([s["lot_id"], s["customer"], s["ship_to"], s["document"], s["shipped_at"],
+                          s["quantity"], s["unit"], s.get("suspect_kg")])  # fmt: skip
+    gaps: list[list[Any]] = [["gap lot", "data gap"]]
+    gaps += [[gap["lot_id"], gap["message"]] for gap in packet["gaps"]]
+    return {"lots": lots, "shipments": shipments, "gaps": gaps}
+
+
 def recall_csv(packet: dict[str, Any]) -> str:
-    """CSV of a stored packet: affected lots with their balances, then shipments."""
+    """CSV of a stored packet: a header line, then the lots, shipments and gaps tables."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["recall", packet["recall_id"], "created", packet["created_at"],
                      "took_ms", packet["duration_ms"]])  # fmt: skip
-    writer.writerow([])
-    cols = ["received", "produced", "returned", "consumed", "shipped", "transferred_out",
-            "scrapped", "adjusted", "on_hand", "residual"]  # fmt: skip
-    writer.writerow(["lot", "site", "item", "status", "seed", "depth", "unit", *cols, "closes"])
-    for lot in packet["lots"]:
-        for b in lot["balances"] or [{"unit": ""}]:
-            writer.writerow([lot["lot_id"], lot["site"], lot["item_code"], lot["status"], lot["seed"],
-                             lot["depth"], b["unit"], *(b.get(c, "") for c in cols), b.get("closes", "")])  # fmt: skip
-    writer.writerow([])
-    writer.writerow(
-        ["shipped lot", "customer", "ship to", "document", "shipped at", "quantity", "unit"]
-    )
-    for s in packet["shipments"]:
-        writer.writerow([s["lot_id"], s["customer"], s["ship_to"], s["document"], s["shipped_at"],
-                         s["quantity"], s["unit"]])  # fmt: skip
-    writer.writerow([])
-    writer.writerow(["gap lot", "data gap"])
-    for gap in packet["gaps"]:
-        writer.writerow([gap["lot_id"], gap["message"]])
+    for rows in recall_sheets(packet).values():
+        writer.writerow([])
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def recall_xlsx(packet: dict[str, Any]) -> bytes:
+    """The packet as a workbook, one sheet per table, headers frozen and filterable."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    first = True
+    for title, rows in recall_sheets(packet).items():
+        sheet = book.active if first else book.create_sheet()
+        assert sheet is not None  # a new workbook has one sheet
+        first = False
+        sheet.title = title
+        for row in rows:
+            sheet.append(["" if v is None else v for v in row])
+        sheet.auto_filter.ref = sheet.dimensions
+        sheet.freeze_panes = "A2"
+    out = io.BytesIO()
+    book.save(out)
     return out.getvalue()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from decimal import Decimal
 
+import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 
@@ -116,6 +118,15 @@ def test_recall_by_supplier_is_stored_listed_and_exported(
         assert export.headers["content-type"].startswith("text/csv")
         assert "Midwest Grocers Inc" in export.text
         assert "ALP:ALP-20261102-004" in export.text
+        xlsx = client.get(
+            f"/api/v1/recalls/{created['recall_id']}/export", params={"format": "xlsx"}
+        )
+    book = openpyxl.load_workbook(io.BytesIO(xlsx.content))
+    assert book.sheetnames == ["lots", "shipments", "gaps"]
+    lots_sheet = [row[0] for row in book["lots"].iter_rows(min_row=2, values_only=True)]
+    assert sorted(lots_sheet) == sorted(lot["lot_id"] for lot in created["lots"])
+    customers = {row[1] for row in book["shipments"].iter_rows(min_row=2, values_only=True)}
+    assert customers == {s["customer"] for s in created["shipments"]}
 
 
 @pytest.mark.parametrize(
