@@ -310,6 +310,10 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def create_capture_app(
     sink: EventSink,
     mapping: EpcisMapping,
@@ -421,7 +425,8 @@ def create_capture_app(
         return JSONResponse(
             job.to_json(),
             status_code=202,
-            headers={"Location": f"/capture/{job.capture_id}"},
+            # Mounted under a prefix (``lothub up`` serves /intake/<name>), links keep it.
+            headers={"Location": f"{_root(request)}/capture/{job.capture_id}"},
         )
 
     @app.get("/capture")
@@ -439,7 +444,7 @@ def create_capture_app(
         page, following = jobs.page(start, per_page)
         response = JSONResponse(page)
         if following is not None:
-            link = f"/capture?perPage={per_page}&nextPageToken={following}"
+            link = f"{_root(request)}/capture?perPage={per_page}&nextPageToken={following}"
             response.headers["Link"] = f'<{link}>; rel="next"'
         return response
 

@@ -201,6 +201,10 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
         )
         return 0
     _stop_on_sigterm()
+    from connectors.registry import is_push
+
+    if is_push(args.name, settings.sites()):
+        return _run_intake(settings, args.name)
     connector = connectors.make_connector(settings, args.name)
     stop = threading.Event()
     try:
@@ -208,4 +212,24 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
     except KeyboardInterrupt:
         stop.set()
     print(f"{args.name}: {connector.status.as_dict()}")
+    return 0
+
+
+def _run_intake(settings: Any, name: str) -> int:
+    """Watch a push connector's drop folder in the foreground (its HTTP side needs ``up``)."""
+    from lothub import connectors
+
+    intake = connectors.make_intake(settings, name)
+    if intake.watch is None:
+        print(
+            f"{name} ({intake.kind}) has no drop folder: it receives over HTTP, which "
+            f"`lothub up` serves at /intake/{name}{', '.join(intake.paths)}",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+    try:
+        intake.watch(stop)
+    except KeyboardInterrupt:
+        stop.set()
     return 0
