@@ -147,12 +147,12 @@ class IntakeSink:
         self._report()
 
     def close(self) -> None:
-        """Deliver what is queued and release the hub database connection."""
+        """Disconnect from the broker and release the hub database connection."""
         try:
-            self.publisher.flush(self.flush_timeout_s)
-            self.dead_letters.flush(self.flush_timeout_s)
-        except RetriableError as exc:
-            log.warning("%s: closed with undelivered records: %s", self.name, exc)
+            # publish() and dead_letter() wait for the broker, so nothing should be queued.
+            dropped = self.publisher.close() + self.dead_letters.close()
+            if dropped:
+                log.warning("%s: closed with %d unacknowledged records", self.name, dropped)
         finally:
             if self.checkpoints is not None:
                 self.checkpoints.close()
