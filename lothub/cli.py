@@ -3,7 +3,7 @@
 ::
 
     lothub up [--port N]          the whole hub until Ctrl-C
-    lothub demo [--check]         the hub plus the two-site simulator
+    lothub demo [--check]         the hub plus the three-site simulator
     lothub worker                 one stream worker (``lothub up`` starts it for you)
     lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
     lothub db upgrade             create or upgrade the genealogy store schema
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
     )
-    demo = sub.add_parser("demo", help="run the hub with the two-site plant simulator")
+    demo = sub.add_parser("demo", help="run the hub with the three-site plant simulator")
     demo.add_argument(
         "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
     )
