@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -58,12 +58,18 @@ from schemas.topics import DLQ_REASON, DLQ_REASON_CODE
 
 log = logging.getLogger("lothub.connectors.intake")
 
-#: Watches a drop folder until the event is set.
-Watcher = Callable[[threading.Event], None]
+
+class Watcher(Protocol):
+    """Watches a drop folder until ``stop`` is set (``until_idle``: one pass, then return)."""
+
+    def __call__(self, stop: threading.Event, *, until_idle: bool = False) -> None:
+        """Process what arrives; with ``until_idle`` raise the first fault instead of retrying."""
 
 
 class PushSink(Protocol):
     """What an intake hands its messages to (:class:`IntakeSink`; a recorder in tests)."""
+
+    status: ConnectorStatus
 
     def publish(self, events: Sequence[LotEventBase]) -> None:
         """Deliver ``events``; raise :class:`RetriableError` if the broker did not take them."""

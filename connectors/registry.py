@@ -179,6 +179,7 @@ def _b2mml(name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[st
         B2mmlMapping,
         b2mml_handler,
         create_b2mml_app,
+        scan_drop_folder,
         watch_drop_folder,
     )
 
@@ -223,10 +224,14 @@ def _b2mml(name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[st
         def dead_letter(data: bytes, reason: str) -> None:
             sink.dead_letter(data, reason, position=f"drop-folder:{path.name}")
 
-        def watch(stop: threading.Event) -> None:
+        min_age_s = float(settings.get("min_age_s", 0.0))
+
+        def watch(stop: threading.Event, *, until_idle: bool = False) -> None:
+            if until_idle:
+                scan_drop_folder(path, handler, dead_letter=dead_letter, min_age_s=min_age_s)
+                return
             watch_drop_folder(path, handler, stop, dead_letter=dead_letter,
-                              poll_interval_s=spec.poll_interval_s,
-                              min_age_s=float(settings.get("min_age_s", 0.0)))  # fmt: skip
+                              poll_interval_s=spec.poll_interval_s, min_age_s=min_age_s)  # fmt: skip
 
     return Intake(name=name, kind="b2mml", site=spec.site, system=SystemKind.MES, app=app,
                   watch=watch, sink=sink, paths=("/b2mml",) if http else ())  # fmt: skip
@@ -255,7 +260,10 @@ def _epcis(name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[st
         strict=bool(settings.get("strict", False)),
     )  # fmt: skip
     limits = {k: int(settings[k]) for k in ("max_bytes", "max_events") if k in settings}
-    app = create_capture_app(sink.publish, mapping, **limits)
+    app = create_capture_app(
+        sink.publish, mapping, **limits,
+        dead_letter=lambda data, reason: sink.dead_letter(data, reason, position="http"),
+    )  # fmt: skip
     return Intake(name=name, kind="epcis-capture", site=spec.site, system=SystemKind.EPCIS,
                   app=app, watch=None, sink=sink, paths=("/capture",))  # fmt: skip
 

@@ -204,7 +204,7 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
     from connectors.registry import is_push
 
     if is_push(args.name, settings.sites()):
-        return _run_intake(settings, args.name)
+        return _run_intake(settings, args.name, once=args.once)
     connector = connectors.make_connector(settings, args.name)
     stop = threading.Event()
     try:
@@ -215,7 +215,7 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _run_intake(settings: Any, name: str) -> int:
+def _run_intake(settings: Any, name: str, *, once: bool) -> int:
     """Watch a push connector's drop folder in the foreground (its HTTP side needs ``up``)."""
     from lothub import connectors
 
@@ -229,7 +229,10 @@ def _run_intake(settings: Any, name: str) -> int:
         return 2
     stop = threading.Event()
     try:
-        intake.watch(stop)
+        intake.watch(stop, until_idle=once)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        intake.sink.close()
+    print(f"{name}: {intake.sink.status.as_dict()}")
     return 0

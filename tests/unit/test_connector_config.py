@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Cursor
+from connectors.base import ConnectorStatus, Cursor
 from connectors.registry import build_intake, build_source, is_push, resolve_settings
 from connectors.wms_sql import WmsSqlSource
 from lothub.settings import demo_sites_path
@@ -99,6 +99,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[object] = []
         self.parked: list[tuple[bytes, str, str]] = []
+        self.status = ConnectorStatus(name="push", site="ALP", system="MES")
 
     def publish(self, events: Sequence[LotEventBase]) -> None:
         self.events.extend(events)
