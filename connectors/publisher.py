@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +83,21 @@ class KafkaPublisher:
     def poll(self) -> None:
         """Serve delivery callbacks that are due, without waiting."""
         self._producer.poll(0)
+
+    def wait(self, delivery: Delivery, timeout_s: float = 30.0) -> None:
+        """Serve delivery callbacks until ``delivery`` is complete; raise after ``timeout_s``.
+
+        Unlike :meth:`flush`, records queued after ``delivery`` may stay in flight.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not delivery.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailableError(
+                    f"{delivery.pending} record(s) to {self.topic} still unacknowledged after "
+                    f"{timeout_s:.0f}s; is the Kafka cluster reachable?"
+                )
+            self._producer.poll(min(left, 0.1))
 
     def publish_bytes(
         self,
