@@ -304,7 +304,9 @@ class Connector(Generic[P]):
                 self._dead_letter(record, exc)
             except PydanticValidationError as exc:  # a value the lot model refuses
                 dead += 1
-                reason = f"{record.record_kind} {record.record_key} breaks the lot model: {exc}"
+                reason = (
+                    f"{record.record_kind} record {record.record_key} breaks the lot model: {exc}"
+                )
                 self._dead_letter(record, EventValidationError(reason))
         if dead:
             self.dead_letters.flush()  # a dead letter is a delivery too: never lose one

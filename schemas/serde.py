@@ -153,7 +153,7 @@ def _write_body(schema: Any, event: LotEventBase) -> bytes:
     out = io.BytesIO()
     try:
         fastavro.schemaless_writer(out, schema, event_to_avro(event), strict=True)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise EventValidationError(
             f"{type(event).__name__} {event.envelope.event_id} does not fit its Avro schema: {exc}"
         ) from exc
