@@ -9,7 +9,9 @@ position, and maps one record to lot events. :class:`Connector` owns the loop:
    the raw payload, its source position and the reason, and the batch carries on;
 3. publish the events and wait until the broker acknowledged all of them (idempotent
    producer, ``acks=all``);
-4. only then store the new checkpoint, in the hub database.
+4. only then store the new checkpoint, in the hub database (the newest acknowledged
+   position, at most once per ``checkpoint_every_s`` and whenever the connector idles,
+   stops or fails).
 
 Steps 1-3 of the next batches overlap with the delivery of the previous ones (up to
 ``max_in_flight_events`` events unacknowledged); the checkpoint only ever moves over
@@ -40,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
@@ -252,6 +255,7 @@ class Connector(Generic[P]):
         poll_interval_s: float = 5.0,
         max_backoff_s: float = 60.0,
         max_in_flight_events: int = 20_000,
+        checkpoint_every_s: float = 1.0,
         checkpoint_key: str | None = None,
     ) -> None:
         self.source = source
@@ -269,11 +273,17 @@ class Connector(Generic[P]):
         #: while the producer starts (its idempotent id takes ~0.5 s) or the broker is slow,
         #: far below librdkafka's own queue (100,000 messages). A failure re-sends them all.
         self.max_in_flight_events = max_in_flight_events
+        #: The newest acknowledged position is stored at most this often (and whenever the
+        #: connector idles, stops or fails): each save is a commit in the hub database.
+        #: A crash re-sends what was acknowledged since; stable ids make that harmless.
+        self.checkpoint_every_s = checkpoint_every_s
         #: where the position is stored: the source's name, or e.g. a backfill's own key
         self.checkpoint_key = checkpoint_key or source.name
         self._in_flight: deque[tuple[SourceRecord[P], int, Delivery]] = deque()
         self._unacked = 0  # events of the batches in flight
         self._next: P | None = None  # read position of the batches in flight
+        self._acked: SourceRecord[P] | None = None  # acknowledged, checkpoint not yet stored
+        self._saved_at = self._reported_at = float("-inf")  # time.monotonic() of the last save
 
     def position(self) -> P | None:
         """The stored checkpoint, or None before the first delivered batch."""
@@ -326,13 +336,14 @@ class Connector(Generic[P]):
             except RetriableError:
                 self._forget_in_flight()
                 raise
-            self._advance(wait=False)
+        self._advance(wait=False, store=True)
 
-    def _advance(self, *, wait: bool, timeout_s: float = 30.0) -> None:
+    def _advance(self, *, wait: bool, timeout_s: float = 30.0, store: bool = False) -> None:
         """Checkpoint the acknowledged batches at the head of the queue.
 
         With ``wait``, block until the oldest batch is acknowledged (not all of them:
-        the newer ones stay in flight while the next batch is read and mapped).
+        the newer ones stay in flight while the next batch is read and mapped). The
+        checkpoint is stored if ``store`` or ``checkpoint_every_s`` has passed.
         """
         try:
             if wait and self._in_flight:
@@ -353,11 +364,17 @@ class Connector(Generic[P]):
                 break
             done, count = last, count + events
         if done is not None:
-            # one write for every batch acknowledged since the last look: the newest covers all
-            self.checkpoints.save(self.checkpoint_key, done.position.to_json())
+            self._acked = done
             EVENTS_PUBLISHED.labels(*self._labels).inc(count)
             self.status.events_published += count
             self._succeeded(done)
+        now = time.monotonic()
+        if self._acked is not None and (
+            store or failed is not None or now - self._saved_at >= self.checkpoint_every_s
+        ):
+            # one write for every batch acknowledged since the last: the newest covers all
+            self.checkpoints.save(self.checkpoint_key, self._acked.position.to_json())
+            self._acked, self._saved_at = None, now
         if failed is not None:
             self._forget_in_flight()
             raise BrokerUnavailableError(
@@ -366,10 +383,10 @@ class Connector(Generic[P]):
             )
 
     def _forget_in_flight(self) -> None:
-        """After a delivery failure, re-read from the checkpoint (at-least-once)."""
+        """After a failure, re-read after the last acknowledged batch (at-least-once)."""
         self._in_flight.clear()
         self._unacked = 0
-        self._next = None
+        self._next = None if self._acked is None else self._acked.position
 
     def _succeeded(self, last: SourceRecord[P] | None) -> None:
         now = datetime.now(UTC)
@@ -399,6 +416,7 @@ class Connector(Generic[P]):
         self.dead_letters.publish_bytes(record.record_key.encode(), record.raw, headers=headers)
 
     def _report(self) -> None:
+        self._reported_at = time.monotonic()
         try:
             self.checkpoints.save_status(self.checkpoint_key, json.dumps(self.status.as_dict()))
         except RetriableError as exc:  # status is for people; never stop the data for it
@@ -426,7 +444,8 @@ class Connector(Generic[P]):
                     stop.wait(backoff)
                     continue
                 backoff = self.poll_interval_s
-                self._report()
+                if result.empty or time.monotonic() - self._reported_at >= self.checkpoint_every_s:
+                    self._report()
                 if result.empty:
                     if until_idle:
                         return
@@ -437,4 +456,5 @@ class Connector(Generic[P]):
             except RetriableError as exc:
                 log.warning("%s: stopped with unacknowledged events: %s", self.source.name, exc)
             finally:
+                self._report()
                 self.source.close()

@@ -35,6 +35,8 @@ def make_connector(
         CheckpointStore.connect(settings.store_url),
         batch_size=spec.batch_size,
         poll_interval_s=spec.poll_interval_s,
+        max_in_flight_events=spec.max_in_flight_events,
+        checkpoint_every_s=spec.checkpoint_every_s,
         checkpoint_key=checkpoint_key,
     )
 
