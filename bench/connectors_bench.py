@@ -33,6 +33,7 @@ from connectors.publisher import KafkaPublisher
 from connectors.simulator import warehouse_moves
 from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, create_transactions
 from genealogy.store import GenealogyStore
+from lothub.connectors import freeze_startup_heap
 from lothub.runtime import EmbeddedBroker, ensure_topics
 from lothub.settings import Settings, demo_sites_path
 from schemas.model import LotEventBase
@@ -141,6 +142,7 @@ def main(rows: int = 20_000) -> None:
         with EmbeddedBroker(folder / "broker.log") as broker:
             store_url = f"sqlite:///{folder / 'hub.db'}"
             GenealogyStore.connect(store_url).migrate()
+            freeze_startup_heap()  # as `lothub connectors run` and `lothub up` do once started
             print(f"connector throughput, {rows} records each, embedded broker, 2 cores")
             print(f"{'':<19} {'cold: fresh producers (the target)':^38}   "
                   f"{'warm: producers already connected':^38}")  # fmt: skip

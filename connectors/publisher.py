@@ -73,10 +73,15 @@ class KafkaPublisher:
         call :meth:`poll` or :meth:`flush` to serve the delivery callbacks.
         """
         delivery = Delivery(len(events))
+        produce, encode, topic = self._producer.produce, self._serde.encode, self.topic
         for event in events:
             lots = event.lots()
             key = (lots[0] if lots else event.envelope.event_id).encode()
-            self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivery)
+            value = encode(event, topic=topic)
+            try:
+                produce(topic, key=key, value=value, on_delivery=delivery)
+            except (BufferError, KafkaException):  # queue full, or worse: the slow path knows
+                self.publish_bytes(key, value, delivery)
         self._producer.poll(0)
         return delivery
 

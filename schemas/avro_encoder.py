@@ -69,10 +69,16 @@ _CACHED_RECORDS = 4096
 _SMALL_COUNT = 8192
 #: encodings of 0 .. _SMALL_COUNT-1 (string lengths, symbol indexes, sequence numbers)
 _SMALL = [_zigzag(i) for i in range(_SMALL_COUNT)]
+#: encodings of -_SMALL_COUNT .. -1 (UTC offsets west of Greenwich, in minutes)
+_NEGATIVE = [_zigzag(i) for i in range(-_SMALL_COUNT, 0)]
 
 
 def _long(n: int) -> bytes:
-    return _SMALL[n] if 0 <= n < _SMALL_COUNT else _zigzag(n)
+    if 0 <= n < _SMALL_COUNT:
+        return _SMALL[n]
+    if -_SMALL_COUNT <= n < 0:
+        return _NEGATIVE[n + _SMALL_COUNT]
+    return _zigzag(n)
 
 
 class _Generator:
