@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+
 import faust
 
 from genealogy.store import GenealogyStore
 from lothub.settings import Settings
 from schemas.serde import make_serde
+from streams.integrity import Thresholds
 from streams.worker import WorkerDeps, create_app
 
 
@@ -21,6 +25,11 @@ def run_worker(settings: Settings) -> int:
         serde=make_serde(settings.schema_registry_url),
         store=store,
         stall_s=settings.worker_stall_timeout_s,
+        thresholds=Thresholds(
+            mass_gain_tolerance=Decimal(str(settings.integrity_mass_gain_tolerance)),
+            mass_loss_tolerance=Decimal(str(settings.integrity_mass_loss_tolerance)),
+            late_horizon=timedelta(seconds=settings.integrity_late_horizon_s),
+        ),
     )
     app = create_app(settings.faust_config(), deps)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
