@@ -90,9 +90,10 @@ class WorkerStats:
     stored: int = 0
     duplicates: int = 0
     conflicts: int = 0
-    #: integrity facts evaluated, alerts published, alerts stored for the first time
+    #: integrity facts evaluated, alerts published, alert messages stored, new alerts
     checked: int = 0
     alerts: int = 0
+    alerts_stored: int = 0
     alerts_new: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -100,7 +101,7 @@ class WorkerStats:
     def processed(self) -> int:
         """Records handled by any agent (what the progress watch counts)."""
         return (self.normalized + self.dead_lettered + self.stored + self.duplicates
-                + self.checked + self.alerts)  # fmt: skip
+                + self.checked + self.alerts_stored)  # fmt: skip
 
     def as_json(self) -> str:
         """Compact JSON for the heartbeat detail."""
@@ -113,6 +114,7 @@ class WorkerStats:
                 "conflicts": self.conflicts,
                 "checked": self.checked,
                 "alerts": self.alerts,
+                "alerts_stored": self.alerts_stored,
                 "alerts_new": self.alerts_new,
                 "last_error": self.errors[-1] if self.errors else None,
             }
@@ -194,8 +196,8 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         "integrity-state",
         default=None,
         partitions=INTEGRITY_STATE.partitions,
-        key_serializer="raw",
-        value_serializer="json",
+        key_type=bytes,  # the facts record's key, as it came
+        value_type=dict,  # SubjectState.to_json(), serialized as JSON
         changelog_topic=app.topic(
             topics.integrity_state,
             partitions=INTEGRITY_STATE.partitions,
@@ -277,6 +279,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             new = await _retry(partial(upsert_alerts, deps.store, alerts), stats)
             count_new(new)
             stats.alerts_new += len(new)
+            stats.alerts_stored += len(batch)
 
     @app.agent(enterprise)
     async def sink_agent(stream: Any) -> None:
