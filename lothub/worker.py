@@ -31,6 +31,10 @@ def run_worker(settings: Settings) -> int:
             late_horizon=timedelta(seconds=settings.integrity_late_horizon_s),
         ),
     )
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings.faust_config(), deps)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -14,12 +14,14 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from connectors.publisher import KafkaPublisher
 from genealogy.alerts import AlertFilter, list_alerts
 from genealogy.store import GenealogyStore
-from lothub.runtime import ensure_topics
+from lothub.runtime import ensure_topics, free_port
 from lothub.settings import Settings, demo_sites_path
 from schemas.model import LotEventBase
 from schemas.serde import make_serde
@@ -82,10 +84,13 @@ def test_every_rule_fires_through_the_worker_and_survives_a_restart(
     settings_factory: Callable[..., Settings],
     store_factory: Callable[[str], GenealogyStore],
     start_worker: Callable[[Settings], Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = settings_factory(kafka_bootstrap=broker, database_url=sqlite_url)
     ensure_topics(settings)
     store = store_factory(sqlite_url)
+    metrics_port = free_port()
+    monkeypatch.setenv("LOTHUB_WORKER_METRICS_PORT", str(metrics_port))
     worker = start_worker(settings)
     serde = make_serde()
     publisher = KafkaPublisher(settings.producer_config(), serde, settings.topics.raw)
@@ -122,6 +127,10 @@ def test_every_rule_fires_through_the_worker_and_survives_a_restart(
     assert by_rule["unmapped-value"][0]["details"]["value"] == "sacks"
     assert by_rule["late-event"][0]["evidence_event_ids"] == [late.envelope.event_id]
     assert len(read_topic(settings, settings.topics.integrity_state)) > 0, "changelog written"
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert ('lothub_integrity_alerts_total{rule="hold-violation",severity="CRITICAL",site="ALP"} 1.0'
+            in scraped)  # fmt: skip
+    assert "lot=" not in scraped
 
     # The API lists them (local mode).
     with TestClient(create_app(store)) as client:
