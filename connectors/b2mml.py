@@ -959,12 +959,14 @@ def watch_drop_folder(
     poll_interval_s: float = 5.0,
     max_backoff_s: float = 300.0,
     min_age_s: float = 0.0,
+    on_error: Callable[[RetriableError], None] | None = None,
 ) -> None:
     """Scan ``folder`` every ``poll_interval_s`` until ``stop`` is set.
 
     Polling rather than file-system notifications: it works the same on network shares,
     where MES drop folders usually live. Transient faults (:class:`RetriableError`) are
-    retried with capped exponential back-off; anything else ends the loop.
+    reported to ``on_error`` and retried with capped exponential back-off; anything else
+    ends the loop.
     """
     delay = poll_interval_s
     while not stop.is_set():
@@ -973,6 +975,8 @@ def watch_drop_folder(
             delay = poll_interval_s
         except RetriableError as exc:
             log.warning("drop folder %s: %s; retrying in %.0f s", folder, exc, delay)
+            if on_error is not None:
+                on_error(exc)
             stop.wait(delay)
             delay = min(delay * 2, max_backoff_s)
             continue
