@@ -26,6 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genealogy.audit import append as append_audit
 from genealogy.audit import entries as audit_entries
+from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
+from genealogy.epcis_export import EpcisExportError, EpcisScope, epcis_document
+from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.recall import (
@@ -280,6 +283,27 @@ def create_app(
                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
         return Response(to_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})  # fmt: skip
+
+    @app.get("/api/v1/exports/epcis")
+    def export_epcis(
+        request: Request, who: Exporter, lot: Annotated[str, Query(min_length=1, max_length=200)],
+        scope: EpcisScope = EpcisScope.LOT,
+    ) -> Any:  # fmt: skip
+        """EPCIS 2.0 JSON-LD document of a lot's events (``scope=trace``: its whole genealogy's).
+
+        A site user gets only its site's events; other sites' lots named in them are redacted.
+        """
+        lot_id = visible_lot(who, lot)
+        try:
+            doc = epcis_document(store, lot_id, scope=scope, visible=who.sees, redact=access.token)
+        except EpcisExportError as exc:
+            return problem(422, "Invalid export request", str(exc), request.url.path)
+        events = len(doc["epcisBody"]["eventList"])
+        audit(who, "export.epcis", "EPCIS 2.0 document exported", lot_id, scope=scope.value,
+              events=events)  # fmt: skip
+        name = f"epcis-{lot_id.replace(':', '_')}-{scope.value}.jsonld"
+        return Response(epcis_dumps(doc), media_type=EPCIS_MEDIA_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
     @app.post("/api/v1/recalls", status_code=201)
     def post_recall(request: Request, who: Recaller, body: RecallBody) -> Any:
