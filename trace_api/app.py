@@ -40,7 +40,15 @@ from genealogy.recall import (
     seed_lots,
 )
 from genealogy.store import GenealogyStore, site_of
-from genealogy.trace import MAX_DEPTH, Direction, LotNotFoundError, TraceResult, resolve_lot, trace
+from genealogy.trace import (
+    MAX_DEPTH,
+    Direction,
+    LotNotFoundError,
+    TraceRequestError,
+    TraceResult,
+    resolve_lot,
+    trace,
+)
 from trace_api.auth import (
     AccessControl,
     Permission,
@@ -87,6 +95,9 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
         "root": result.root,
         "direction": result.direction.value,
         "truncated": result.truncated,
+        "window": None
+        if result.window is None
+        else {"from": result.window[0].isoformat(), "to": result.window[1].isoformat()},
         "lots": [_jsonable(asdict(lot)) for lot in result.lots],
         "edges": [
             {
@@ -245,17 +256,26 @@ def create_app(
 
     @app.get("/api/v1/lots/{lot_id}/trace")
     def get_trace(
+        request: Request,
         who: Reader,
         lot_id: str,
         direction: Direction = Direction.BACKWARD,
         max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 50,
+        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        to: AwareDatetime | None = None,
     ) -> Any:
         """Backward (to supplier lots) or forward (to customers) genealogy of a lot.
 
         ``lot_id`` is the enterprise id (``SITE:CODE``) or any alias (site lot code,
         supplier lot, licence plate). A site user sees other sites' lots redacted.
+        ``from`` and ``to`` (both, at most 366 days apart) keep only the links and
+        documents whose event happened in that window.
         """
-        result = trace(store, visible_lot(who, lot_id), direction, max_depth=max_depth)
+        lot = visible_lot(who, lot_id)
+        try:
+            result = trace(store, lot, direction, max_depth=max_depth, start=from_, end=to)
+        except TraceRequestError as exc:
+            return problem(422, "Invalid trace request", str(exc), request.url.path)
         return redact_trace(trace_to_json(result), who, access)
 
     @app.get("/api/v1/exports/fsma204")
