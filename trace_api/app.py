@@ -36,9 +36,11 @@ from genealogy.recall import (
     RecallRequestError,
     list_recalls,
     load_recall,
+    recall_requester,
     run_recall,
     seed_lots,
 )
+from genealogy.recall_pdf import recall_pdf
 from genealogy.store import GenealogyStore, site_of
 from genealogy.trace import (
     MAX_DEPTH,
@@ -368,12 +370,19 @@ def create_app(
 
     @app.get("/api/v1/recalls/{recall_id}/export")
     def export_recall(
-        request: Request, who: Exporter, recall_id: str, format: Literal["csv", "xlsx"] = "csv"
+        request: Request,
+        who: Exporter,
+        recall_id: str,
+        format: Literal["csv", "xlsx", "pdf"] = "csv",
     ) -> Any:
-        """The packet as a spreadsheet: one row per affected lot and unit, then shipments."""
+        """The packet as a spreadsheet (one row per affected lot and unit, then shipments) or
+        as a printable PDF for a regulator (header, lots, customers, mass balance, gaps)."""
         packet = stored_recall(request, who, recall_id)
         audit(who, "recall.export", "recall packet exported", f"recall/{recall_id}", format=format)
         disposition = {"Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'}
+        if format == "pdf":
+            pdf = recall_pdf(packet, requested_by=recall_requester(store, recall_id))
+            return Response(pdf, media_type="application/pdf", headers=disposition)
         if format == "xlsx":
             return Response(recall_xlsx(packet), headers=disposition,
                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
