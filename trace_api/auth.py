@@ -54,6 +54,7 @@ class Permission(StrEnum):
     EXPORT = "export"  # FSMA 204, recall exports
     AUDIT = "audit"  # the audit trail
     OPERATE = "operate"  # metrics, integration health
+    INGEST = "ingest"  # push plant data: B2MML, EPCIS capture (/intake/...)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -61,7 +62,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {Permission.READ, Permission.RECALL, Permission.EXPORT, Permission.OPERATE}
     ),
     Role.SITE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT}),
-    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE}),
+    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE, Permission.INGEST}),
     Role.AUDITOR: frozenset(
         {Permission.READ, Permission.RECALL, Permission.EXPORT, Permission.AUDIT}
     ),
