@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## run the whole hub on the embedded stack with the two-site simulator (ARGS=--check to verify and exit)
+## run the whole hub on the embedded stack with the three-site simulator (ARGS=--check to verify and exit)
 demo: setup
 	$(BIN)/lothub demo $(ARGS)
 

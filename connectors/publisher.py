@@ -115,6 +115,18 @@ class KafkaPublisher:
         """
         self._flush(timeout_s, [])
 
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Deliver what is queued (up to ``timeout_s``), drop the rest, disconnect.
+
+        Returns how many records were dropped (their senders were told nothing was
+        acknowledged, so they will send them again).
+        """
+        remaining = int(self._producer.flush(timeout_s))
+        if remaining:
+            self._producer.purge()
+        self._producer.close()
+        return remaining
+
     def _flush(self, timeout_s: float, failures: list[str]) -> None:
         remaining = self._producer.flush(timeout_s)
         if failures:

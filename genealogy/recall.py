@@ -424,6 +424,14 @@ def load_recall(store: GenealogyStore, recall_id: str) -> tuple[dict[str, Any], 
     return None if row is None else (dict(json.loads(row.packet)), row.site)
 
 
+def recall_requester(store: GenealogyStore, recall_id: str) -> str | None:
+    """Who asked for a stored recall (None if there is no such recall)."""
+    r = tables.recalls
+    with store.engine.connect() as conn:
+        found = conn.execute(select(r.c.created_by).where(r.c.recall_id == recall_id)).scalar()
+    return None if found is None else str(found)
+
+
 def list_recalls(
     store: GenealogyStore, *, limit: int, offset: int, site: str | None = None
 ) -> tuple[int, list[dict[str, Any]]]:

@@ -3,7 +3,7 @@
 ::
 
     lothub up [--port N]          the whole hub until Ctrl-C
-    lothub demo [--check]         the hub plus the two-site simulator
+    lothub demo [--check]         the hub plus the three-site simulator
     lothub worker                 one stream worker (``lothub up`` starts it for you)
     lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
     lothub db upgrade             create or upgrade the genealogy store schema
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
     )
-    demo = sub.add_parser("demo", help="run the hub with the two-site plant simulator")
+    demo = sub.add_parser("demo", help="run the hub with the three-site plant simulator")
     demo.add_argument(
         "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
     )
@@ -201,6 +201,10 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
         )
         return 0
     _stop_on_sigterm()
+    from connectors.registry import is_push
+
+    if is_push(args.name, settings.sites()):
+        return _run_intake(settings, args.name, once=args.once)
     connector = connectors.make_connector(settings, args.name)
     stop = threading.Event()
     try:
@@ -208,4 +212,27 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
     except KeyboardInterrupt:
         stop.set()
     print(f"{args.name}: {connector.status.as_dict()}")
+    return 0
+
+
+def _run_intake(settings: Any, name: str, *, once: bool) -> int:
+    """Watch a push connector's drop folder in the foreground (its HTTP side needs ``up``)."""
+    from lothub import connectors
+
+    intake = connectors.make_intake(settings, name)
+    if intake.watch is None:
+        print(
+            f"{name} ({intake.kind}) has no drop folder: it receives over HTTP, which "
+            f"`lothub up` serves at /intake/{name}{', '.join(intake.paths)}",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+    try:
+        intake.watch(stop, until_idle=once)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        intake.sink.close()
+    print(f"{name}: {intake.sink.status.as_dict()}")
     return 0

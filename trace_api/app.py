@@ -35,6 +35,9 @@ from genealogy.alerts import (
 )
 from genealogy.audit import append as append_audit
 from genealogy.audit import entries as audit_entries
+from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
+from genealogy.epcis_export import EpcisExportError, EpcisScope, epcis_document
+from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.recall import (
@@ -42,11 +45,21 @@ from genealogy.recall import (
     RecallRequestError,
     list_recalls,
     load_recall,
+    recall_requester,
     run_recall,
     seed_lots,
 )
+from genealogy.recall_pdf import recall_pdf
 from genealogy.store import GenealogyStore, site_of
-from genealogy.trace import MAX_DEPTH, Direction, LotNotFoundError, TraceResult, resolve_lot, trace
+from genealogy.trace import (
+    MAX_DEPTH,
+    Direction,
+    LotNotFoundError,
+    TraceRequestError,
+    TraceResult,
+    resolve_lot,
+    trace,
+)
 from schemas.alerts import Rule, Severity
 from trace_api.auth import (
     AccessControl,
@@ -95,6 +108,9 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
         "root": result.root,
         "direction": result.direction.value,
         "truncated": result.truncated,
+        "window": None
+        if result.window is None
+        else {"from": result.window[0].isoformat(), "to": result.window[1].isoformat()},
         "lots": [_jsonable(asdict(lot)) for lot in result.lots],
         "edges": [
             {
@@ -264,17 +280,26 @@ def create_app(
 
     @app.get("/api/v1/lots/{lot_id}/trace")
     def get_trace(
+        request: Request,
         who: Reader,
         lot_id: str,
         direction: Direction = Direction.BACKWARD,
         max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 50,
+        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        to: AwareDatetime | None = None,
     ) -> Any:
         """Backward (to supplier lots) or forward (to customers) genealogy of a lot.
 
         ``lot_id`` is the enterprise id (``SITE:CODE``) or any alias (site lot code,
         supplier lot, licence plate). A site user sees other sites' lots redacted.
+        ``from`` and ``to`` (both, at most 366 days apart) keep only the links and
+        documents whose event happened in that window.
         """
-        result = trace(store, visible_lot(who, lot_id), direction, max_depth=max_depth)
+        lot = visible_lot(who, lot_id)
+        try:
+            result = trace(store, lot, direction, max_depth=max_depth, start=from_, end=to)
+        except TraceRequestError as exc:
+            return problem(422, "Invalid trace request", str(exc), request.url.path)
         return redact_trace(trace_to_json(result), who, access)
 
     @app.get("/api/v1/exports/fsma204")
@@ -302,6 +327,27 @@ def create_app(
                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
         return Response(to_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})  # fmt: skip
+
+    @app.get("/api/v1/exports/epcis")
+    def export_epcis(
+        request: Request, who: Exporter, lot: Annotated[str, Query(min_length=1, max_length=200)],
+        scope: EpcisScope = EpcisScope.LOT,
+    ) -> Any:  # fmt: skip
+        """EPCIS 2.0 JSON-LD document of a lot's events (``scope=trace``: its whole genealogy's).
+
+        A site user gets only its site's events; other sites' lots named in them are redacted.
+        """
+        lot_id = visible_lot(who, lot)
+        try:
+            doc = epcis_document(store, lot_id, scope=scope, visible=who.sees, redact=access.token)
+        except EpcisExportError as exc:
+            return problem(422, "Invalid export request", str(exc), request.url.path)
+        events = len(doc["epcisBody"]["eventList"])
+        audit(who, "export.epcis", "EPCIS 2.0 document exported", lot_id, scope=scope.value,
+              events=events)  # fmt: skip
+        name = f"epcis-{lot_id.replace(':', '_')}-{scope.value}.jsonld"
+        return Response(epcis_dumps(doc), media_type=EPCIS_MEDIA_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
     @app.post("/api/v1/recalls", status_code=201)
     def post_recall(request: Request, who: Recaller, body: RecallBody) -> Any:
@@ -346,12 +392,19 @@ def create_app(
 
     @app.get("/api/v1/recalls/{recall_id}/export")
     def export_recall(
-        request: Request, who: Exporter, recall_id: str, format: Literal["csv", "xlsx"] = "csv"
+        request: Request,
+        who: Exporter,
+        recall_id: str,
+        format: Literal["csv", "xlsx", "pdf"] = "csv",
     ) -> Any:
-        """The packet as a spreadsheet: one row per affected lot and unit, then shipments."""
+        """The packet as a spreadsheet (one row per affected lot and unit, then shipments) or
+        as a printable PDF for a regulator (header, lots, customers, mass balance, gaps)."""
         packet = stored_recall(request, who, recall_id)
         audit(who, "recall.export", "recall packet exported", f"recall/{recall_id}", format=format)
         disposition = {"Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'}
+        if format == "pdf":
+            pdf = recall_pdf(packet, requested_by=recall_requester(store, recall_id))
+            return Response(pdf, media_type="application/pdf", headers=disposition)
         if format == "xlsx":
             return Response(recall_xlsx(packet), headers=disposition,
                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip

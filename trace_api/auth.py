@@ -60,6 +60,7 @@ class Permission(StrEnum):
     OPERATE = "operate"  # metrics, integration health
     ALERTS = "alerts"  # read integrity alerts
     TRIAGE = "triage"  # acknowledge and resolve integrity alerts
+    INGEST = "ingest"  # push plant data: B2MML, EPCIS capture (/intake/...)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -67,7 +68,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
                                         Permission.OPERATE, Permission.ALERTS, Permission.TRIAGE}),
     Role.SITE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
                                   Permission.ALERTS, Permission.TRIAGE}),
-    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE, Permission.ALERTS, Permission.TRIAGE}),
+    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE, Permission.INGEST, Permission.ALERTS,
+                                       Permission.TRIAGE}),
     Role.AUDITOR: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
                              Permission.AUDIT, Permission.ALERTS}),
     Role.LOCAL: frozenset(Permission),

@@ -69,6 +69,7 @@ ENDPOINTS = [
     ("GET", "/api/v1/lots/ALP:ALP-20261102-001/events", "read"),
     ("GET", "/api/v1/lots/ALP:ALP-20261102-001/trace", "read"),
     ("GET", "/api/v1/exports/fsma204?lot=ALP:ALP-20261102-001", "export"),
+    ("GET", "/api/v1/exports/epcis?lot=ALP:ALP-20261102-001&scope=trace", "export"),
     ("POST", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/audit", "audit"),
