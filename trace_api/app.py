@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,7 @@ from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
 from genealogy.epcis_export import EpcisExportError, EpcisScope, epcis_document
 from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
+from genealogy.kpis import compute_kpis
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.recall import (
     RecallRequest,
@@ -71,6 +73,7 @@ from trace_api.auth import (
     redact_refs,
     redact_trace,
 )
+from trace_api.kpi_metrics import KpiCollector
 
 PROBLEM = "application/problem+json"
 #: Named readiness checks supplied by whoever runs the API (broker, worker, ...).
@@ -227,10 +230,35 @@ def create_app(
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
+    kpi_metrics = CollectorRegistry(auto_describe=True)
+    kpi_collector = KpiCollector(store)
+    kpi_metrics.register(kpi_collector)
+
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(who: Operator) -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition: the process's metrics and the KPIs."""
+        body = generate_latest(metrics) + generate_latest(kpi_metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/kpis")
+    def kpis(
+        who: Reader, site: Annotated[str | None, Query(max_length=40)] = None
+    ) -> dict[str, Any]:
+        """Traceability KPIs (see :mod:`genealogy.kpis`); a site user gets its own site's."""
+        if who.site is not None and who.role is Role.SITE_QUALITY:
+            if site is not None and site != who.site:
+                raise StarletteHTTPException(403, f"{who.user} sees site {who.site} only")
+            site = who.site
+        if site is None:
+            return kpi_collector.kpis().to_json()
+        body = compute_kpis(store, now=datetime.now(UTC), site=site).to_json()
+        for gap in body["genealogy_completeness"]["gaps"]:
+            # where another site's genealogy ends is that site's business: say so, not which lot
+            gap["ends_without_receipt"] = [
+                lot if who.sees(site_of(lot)) else access.token(lot)
+                for lot in gap["ends_without_receipt"]
+            ]
+        return body
 
     @app.get("/api/v1/whoami")
     def whoami(request: Request) -> dict[str, Any]:

@@ -73,6 +73,7 @@ ENDPOINTS = [
     ("POST", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/audit", "audit"),
+    ("GET", "/api/v1/kpis", "read"),
     ("GET", "/metrics", "operate"),
     ("GET", "/api/v1/alerts", "alerts"),
 ]
@@ -134,6 +135,7 @@ def test_site_users_never_see_another_sites_details(
     texts.append(as_(client, user, "GET", f"/api/v1/exports/fsma204?lot={own}").text)  # type: ignore[attr-defined]
     texts.append(as_(client, user, "GET", "/api/v1/lots?q=2").text)  # type: ignore[attr-defined]
     texts.append(as_(client, user, "GET", f"/api/v1/lots/{own}/events").text)  # type: ignore[attr-defined]
+    texts.append(as_(client, user, "GET", "/api/v1/kpis").text)  # type: ignore[attr-defined]
     leaks = {secret for secret in hidden for text in texts if secret in text}
     assert leaks == set()
 
