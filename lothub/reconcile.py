@@ -70,6 +70,7 @@ def options_of(sites: SitesConfig) -> ReconcileOptions:
     config = sites.reconcile
     return ReconcileOptions(
         tolerance=Decimal(str(config.tolerance)),
+        relative_tolerance=Decimal(str(config.relative_tolerance)),
         transfer_sla=timedelta(hours=config.transfer_sla_h),
         status_grace=timedelta(minutes=config.status_grace_min),
     )

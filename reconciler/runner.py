@@ -63,6 +63,7 @@ class ReconcileOptions:
     """How strict the jobs are (see :class:`~reconciler.jobs.ReconcileContext`)."""
 
     tolerance: Decimal = Decimal("0.001")
+    relative_tolerance: Decimal = Decimal("0.001")
     transfer_sla: timedelta = timedelta(hours=72)
     status_grace: timedelta = timedelta(hours=1)
 
@@ -165,7 +166,8 @@ def run_reconciliation(
         for job in names:
             ctx = ReconcileContext(
                 store=store, site=site, since=utc(since), until=utc(until),
-                tolerance=options.tolerance, transfer_sla=options.transfer_sla,
+                tolerance=options.tolerance, relative_tolerance=options.relative_tolerance,
+                transfer_sla=options.transfer_sla,
                 status_grace=options.status_grace, connectors=(connectors or {}).get(site, []),
                 read_source=read_source, cache=cache,
             )  # fmt: skip

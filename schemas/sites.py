@@ -120,6 +120,7 @@ class ReconcileConfig(BaseModel):
     jobs: list[str] | None = None
     window_days: float = Field(default=7, gt=0, le=366)
     tolerance: float = Field(default=0.001, ge=0)
+    relative_tolerance: float = Field(default=0.001, ge=0, lt=1)
     transfer_sla_h: float = Field(default=72, gt=0)
     status_grace_min: float = Field(default=60, ge=0)
 

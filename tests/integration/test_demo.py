@@ -25,5 +25,5 @@ def test_demo_check_passes_on_the_embedded_stack(tmp_path: Path) -> None:
     assert len(summary) == 1
     assert "PASS" in summary[0]
     assert "16/16 traces right" in summary[0]
-    assert "4 MES messages handled" in summary[0]
+    assert "4 MES messages, 1 reconciliation mismatch(es) handled" in summary[0]
     assert (tmp_path / "var" / "lothub.db").exists(), "the embedded default store is a SQLite file"
