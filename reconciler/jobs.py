@@ -41,6 +41,8 @@ from sqlalchemy import select
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
 from reconciler.views import (
+    INFLOWS,
+    Event,
     Figure,
     Transfer,
     by_system,
@@ -52,17 +54,7 @@ from reconciler.views import (
     orders,
     transfers,
 )
-from schemas.model import (
-    CustomerReturn,
-    LotEventBase,
-    LotReceived,
-    MaterialProduced,
-    SystemKind,
-    TransferReceived,
-)
-
-#: events that bring stock into a system's books
-_INFLOWS = (LotReceived, TransferReceived, MaterialProduced, CustomerReturn)
+from schemas.model import SystemKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,12 +100,12 @@ class ReconcileContext:
     #: what the jobs load, shared by the jobs of a run (and, for every-site views, its sites)
     cache: dict[str, Any] = field(default_factory=dict)
 
-    def events(self) -> list[LotEventBase]:
+    def events(self) -> list[Event]:
         """The site's events up to ``until`` (loaded once)."""
         key = f"events:{self.site}"
         if key not in self.cache:
             self.cache[key] = list(load_events(self.store, site=self.site, until=self.until))
-        events: list[LotEventBase] = self.cache[key]
+        events: list[Event] = self.cache[key]
         return events
 
 
@@ -129,7 +121,7 @@ def on_hand_job(ctx: ReconcileContext) -> list[Mismatch]:
     """ERP vs WMS on-hand per lot (lots the WMS took in itself)."""
     systems = by_system(ctx.events())
     wms_events = systems.get(SystemKind.WMS, [])
-    taken_in = {ev.lots()[0] for ev in wms_events if isinstance(ev, _INFLOWS)}
+    taken_in = {ev["lot"] for ev in wms_events if ev["envelope"]["event_type"] in INFLOWS}
     erp = on_hand(systems.get(SystemKind.ERP, []))
     wms = on_hand(wms_events)
     found = []

@@ -6,41 +6,31 @@ system's events into the figures a reconciliation compares: on-hand per lot and
 location, consumption per production order and lot, the latest status per lot,
 transfers shipped and received. Voided events count for nothing.
 
+Events are read as the JSON the store validated when it took them (:data:`Event`, a
+dict), not re-validated into models: a reconciliation reads every event of a site, and
+parsing is most of its cost.
+
 Example::
 
-    events = load_events(store, site="ALP", until=now)
-    erp = on_hand(events, SystemKind.ERP)
-    wms = on_hand(events, SystemKind.WMS)
+    systems = by_system(load_events(store, site="ALP", until=now))
+    erp, wms = on_hand(systems[SystemKind.ERP]), on_hand(systems[SystemKind.WMS])
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import or_, select
 
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
-from schemas.model import (
-    EVENT_TYPE_BY_NAME,
-    CustomerReturn,
-    InventoryAdjusted,
-    LotEventBase,
-    LotMoved,
-    LotReceived,
-    LotShipped,
-    LotStatusChanged,
-    MaterialConsumed,
-    MaterialProduced,
-    SystemKind,
-    TransferReceived,
-    TransferShipped,
-    Transformation,
-)
+from schemas.model import SystemKind
 
 #: rows read from the store per round trip
 PAGE = 5_000
@@ -61,79 +51,97 @@ class Figure:
         self.events.append(event_id)
 
 
+#: one stored event: its JSON as a dict (``Event["envelope"]["event_type"]`` names the type)
+Event = dict[str, Any]
+
+
+def event_type(ev: Event) -> str:
+    """The event's type name (``LotReceived``...)."""
+    return str(ev["envelope"]["event_type"])
+
+
+def event_id(ev: Event) -> str:
+    """The event's id."""
+    return str(ev["envelope"]["event_id"])
+
+
+def occurred(ev: Event) -> datetime:
+    """When the event happened (aware)."""
+    return datetime.fromisoformat(ev["envelope"]["occurred_at"])
+
+
 def load_events(
     store: GenealogyStore,
     *,
     site: str | None,
     until: datetime,
     kinds: Iterable[SystemKind] | None = None,
-) -> Iterator[LotEventBase]:
+) -> Iterator[Event]:
     """The live (not voided) events of ``site`` (or every site) that happened by ``until``.
 
     Events of other sites that name a lot of ``site`` (a transfer received elsewhere) are
     not included: each site's systems are reconciled with each other.
     """
     ev = tables.events
-    query = select(ev.c.event_type, ev.c.payload).where(
-        ev.c.voided_by.is_(None), ev.c.occurred_at <= utc(until)
-    )
+    query = select(ev.c.payload).where(ev.c.voided_by.is_(None), ev.c.occurred_at <= utc(until))
     if site is not None:
         query = query.where(ev.c.site == site)
     if kinds is not None:
         query = query.where(or_(*[ev.c.system_kind == k.value for k in kinds]))
     with store.engine.connect() as conn:
         result = conn.execution_options(yield_per=PAGE).execute(query.order_by(ev.c.occurred_at))
-        for event_type, payload in result:
-            cls = EVENT_TYPE_BY_NAME.get(event_type)
-            if cls is not None:
-                yield cls.model_validate_json(payload)
+        for (payload,) in result:
+            yield json.loads(payload)
 
 
-def by_system(events: Iterable[LotEventBase]) -> dict[SystemKind, list[LotEventBase]]:
+def by_system(events: Iterable[Event]) -> dict[SystemKind, list[Event]]:
     """Events grouped by the kind of system that sent them."""
-    out: dict[SystemKind, list[LotEventBase]] = defaultdict(list)
-    for event in events:
-        out[event.envelope.source.system_kind].append(event)
+    out: dict[SystemKind, list[Event]] = defaultdict(list)
+    for ev in events:
+        out[SystemKind(ev["envelope"]["source"]["system_kind"])].append(ev)
     return out
 
 
-def on_hand(events: Iterable[LotEventBase]) -> dict[str, dict[str, Figure]]:
+def _qty(q: dict[str, Any], sign: int = 1) -> tuple[Decimal, str]:
+    value = Decimal(q["value"])
+    return (value if sign > 0 else -value), str(q["unit"])
+
+
+#: events that bring stock into a system's books, and where
+INFLOWS = {
+    "LotReceived": "receiving_location",
+    "TransferReceived": "receiving_location",
+    "MaterialProduced": "location",
+    "CustomerReturn": "receiving_location",
+}
+#: events that take stock out, and from where
+OUTFLOWS = {
+    "MaterialConsumed": "location",
+    "LotShipped": "ship_from",
+    "TransferShipped": "from_location",
+}
+
+
+def on_hand(events: Iterable[Event]) -> dict[str, dict[str, Figure]]:
     """lot -> location -> what the events say is on hand there (signed sums)."""
     out: dict[str, dict[str, Figure]] = defaultdict(lambda: defaultdict(Figure))
-
-    def add(lot: str, location: str, quantity: Decimal, unit: str, event_id: str) -> None:
-        out[lot][location].add(quantity, unit, event_id)
-
     for ev in events:
-        eid = ev.envelope.event_id
-        if isinstance(ev, LotReceived | TransferReceived):
-            q = ev.quantity
-            add(ev.lot, ev.receiving_location.location_id, q.value, q.unit, eid)
-        elif isinstance(ev, MaterialProduced):
-            add(ev.lot, ev.location.location_id, ev.quantity.value, ev.quantity.unit, eid)
-        elif isinstance(ev, MaterialConsumed):
-            add(ev.lot, ev.location.location_id, -ev.quantity.value, ev.quantity.unit, eid)
-        elif isinstance(ev, Transformation):
-            where = ev.location.location_id
-            for i in ev.inputs:
-                add(i.lot, where, -i.quantity.value, i.quantity.unit, eid)
-            for o in ev.outputs:
-                add(o.lot, where, o.quantity.value, o.quantity.unit, eid)
-        elif isinstance(ev, LotShipped):
-            add(ev.lot, ev.ship_from.location_id, -ev.quantity.value, ev.quantity.unit, eid)
-        elif isinstance(ev, TransferShipped):
-            q = ev.quantity
-            add(ev.lot, ev.from_location.location_id, -q.value, q.unit, eid)
-        elif isinstance(ev, CustomerReturn):
-            q = ev.quantity
-            add(ev.lot, ev.receiving_location.location_id, q.value, q.unit, eid)
-        elif isinstance(ev, InventoryAdjusted):
-            q = ev.quantity_change
-            add(ev.lot, ev.location.location_id, q.value, q.unit, eid)
-        elif isinstance(ev, LotMoved):
-            q = ev.quantity
-            add(ev.lot, ev.from_location.location_id, -q.value, q.unit, eid)
-            add(ev.lot, ev.to_location.location_id, q.value, q.unit, eid)
+        kind, eid = event_type(ev), event_id(ev)
+        if kind in INFLOWS:
+            out[ev["lot"]][ev[INFLOWS[kind]]["location_id"]].add(*_qty(ev["quantity"]), eid)
+        elif kind in OUTFLOWS:
+            out[ev["lot"]][ev[OUTFLOWS[kind]]["location_id"]].add(*_qty(ev["quantity"], -1), eid)
+        elif kind == "Transformation":
+            where = ev["location"]["location_id"]
+            for i in ev["inputs"]:
+                out[i["lot"]][where].add(*_qty(i["quantity"], -1), eid)
+            for o in ev["outputs"]:
+                out[o["lot"]][where].add(*_qty(o["quantity"]), eid)
+        elif kind == "InventoryAdjusted":
+            out[ev["lot"]][ev["location"]["location_id"]].add(*_qty(ev["quantity_change"]), eid)
+        elif kind == "LotMoved":
+            out[ev["lot"]][ev["from_location"]["location_id"]].add(*_qty(ev["quantity"], -1), eid)
+            out[ev["lot"]][ev["to_location"]["location_id"]].add(*_qty(ev["quantity"]), eid)
     return {lot: dict(places) for lot, places in out.items()}
 
 
@@ -141,37 +149,33 @@ def lot_total(places: dict[str, Figure]) -> Figure:
     """A lot's on-hand over all its locations."""
     total = Figure()
     for figure in places.values():
-        for event_id in figure.events:
-            if event_id not in total.events:
-                total.events.append(event_id)
+        for eid in figure.events:
+            if eid not in total.events:
+                total.events.append(eid)
         total.quantity += figure.quantity
         total.unit = total.unit or figure.unit
     return total
 
 
-def consumption(events: Iterable[LotEventBase]) -> dict[tuple[str, str], Figure]:
+def consumption(events: Iterable[Event]) -> dict[tuple[str, str], Figure]:
     """(production order, lot) -> quantity consumed (orders by their document number)."""
     out: dict[tuple[str, str], Figure] = defaultdict(Figure)
     for ev in events:
-        if isinstance(ev, MaterialConsumed):
-            out[(ev.reference_document.number, ev.lot)].add(
-                ev.quantity.value, ev.quantity.unit, ev.envelope.event_id
-            )
-        elif isinstance(ev, Transformation):
-            for i in ev.inputs:
-                out[(ev.reference_document.number, i.lot)].add(
-                    i.quantity.value, i.quantity.unit, ev.envelope.event_id
-                )
+        kind = event_type(ev)
+        if kind == "MaterialConsumed":
+            order = ev["reference_document"]["number"]
+            out[(order, ev["lot"])].add(*_qty(ev["quantity"]), event_id(ev))
+        elif kind == "Transformation":
+            order = ev["reference_document"]["number"]
+            for i in ev["inputs"]:
+                out[(order, i["lot"])].add(*_qty(i["quantity"]), event_id(ev))
     return dict(out)
 
 
-def orders(events: Iterable[LotEventBase]) -> set[str]:
+def orders(events: Iterable[Event]) -> set[str]:
     """Production orders a system reported anything of (consumption or output)."""
-    found: set[str] = set()
-    for ev in events:
-        if isinstance(ev, MaterialConsumed | MaterialProduced | Transformation):
-            found.add(ev.reference_document.number)
-    return found
+    batch = {"MaterialConsumed", "MaterialProduced", "Transformation"}
+    return {ev["reference_document"]["number"] for ev in events if event_type(ev) in batch}
 
 
 @dataclass(frozen=True)
@@ -183,15 +187,15 @@ class Status:
     event_id: str
 
 
-def latest_status(events: Iterable[LotEventBase]) -> dict[str, Status]:
+def latest_status(events: Iterable[Event]) -> dict[str, Status]:
     """lot -> the status of its latest status change (by event time, then arrival)."""
     out: dict[str, Status] = {}
     for ev in events:
-        if isinstance(ev, LotStatusChanged):
-            at = ev.envelope.occurred_at
-            known = out.get(ev.lot)
+        if event_type(ev) == "LotStatusChanged":
+            at = occurred(ev)
+            known = out.get(ev["lot"])
             if known is None or at >= known.at:
-                out[ev.lot] = Status(ev.status, at, ev.envelope.event_id)
+                out[ev["lot"]] = Status(ev["status"], at, event_id(ev))
     return out
 
 
@@ -209,19 +213,21 @@ class Transfer:
     to_site: str | None = None
 
 
-def transfers(events: Iterable[LotEventBase]) -> dict[str, Transfer]:
+def transfers(events: Iterable[Event]) -> dict[str, Transfer]:
     """transfer id -> what was shipped and received under it (every site's events)."""
     out: dict[str, Transfer] = {}
     for ev in events:
-        if isinstance(ev, TransferShipped):
-            t = out.setdefault(ev.transfer_id, Transfer(ev.transfer_id))
-            t.shipped_lot, t.from_site = ev.lot, ev.envelope.source.site
+        kind = event_type(ev)
+        if kind == "TransferShipped":
+            t = out.setdefault(ev["transfer_id"], Transfer(ev["transfer_id"]))
+            t.shipped_lot, t.from_site = ev["lot"], ev["envelope"]["source"]["site"]
             t.shipped = t.shipped or Figure()
-            t.shipped.add(ev.quantity.value, ev.quantity.unit, ev.envelope.event_id)
-            t.shipped_at = min(filter(None, [t.shipped_at, ev.envelope.occurred_at]))
-        elif isinstance(ev, TransferReceived):
-            t = out.setdefault(ev.transfer_id, Transfer(ev.transfer_id))
-            t.received_lot, t.to_site = ev.lot, ev.envelope.source.site
+            t.shipped.add(*_qty(ev["quantity"]), event_id(ev))
+            at = occurred(ev)
+            t.shipped_at = at if t.shipped_at is None else min(t.shipped_at, at)
+        elif kind == "TransferReceived":
+            t = out.setdefault(ev["transfer_id"], Transfer(ev["transfer_id"]))
+            t.received_lot, t.to_site = ev["lot"], ev["envelope"]["source"]["site"]
             t.received = t.received or Figure()
-            t.received.add(ev.quantity.value, ev.quantity.unit, ev.envelope.event_id)
+            t.received.add(*_qty(ev["quantity"]), event_id(ev))
     return out
