@@ -74,6 +74,8 @@ ENDPOINTS = [
     ("GET", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/audit", "audit"),
     ("GET", "/metrics", "operate"),
+    ("GET", "/api/v1/connectors", "operate"),
+    ("GET", "/api/v1/stats", "read"),
 ]
 GRANTS = {
     "eq": {"read", "export", "recall", "operate"},
