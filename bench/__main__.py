@@ -5,24 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import connectors_bench, trace_bench
+from bench import connectors_bench, trace_bench, ui_bench
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "names", nargs="*", choices=["connectors", "trace", []], help="benchmarks to run"
+        "names", nargs="*", choices=["connectors", "trace", "ui", []], help="benchmarks to run"
     )
     parser.add_argument("--rows", type=int, default=20_000, help="records per connector run")
     parser.add_argument("--preset", choices=sorted(trace_bench.PRESETS), default="small",
                         help="size of the synthetic genealogy for 'trace'")  # fmt: skip
     parser.add_argument("--samples", type=int, default=20, help="traces per measurement")
     args = parser.parse_args()
-    names = args.names or ["connectors", "trace"]
+    names = args.names or ["connectors", "trace", "ui"]
     if "connectors" in names:
         connectors_bench.main(rows=args.rows)
     if "trace" in names:
         trace_bench.main(preset=args.preset, samples=args.samples)
+    if "ui" in names:
+        ui_bench.main(samples=max(3, args.samples // 2))
     return 0
 
 
