@@ -67,7 +67,9 @@ anything else          no lot event (aliases and statuses below still apply)
 =====================  ==========================================================================
 
 * A ``parentID`` (aggregation, association, transaction) with action ``ADD`` or ``OBSERVE``
-  adds a :class:`LotAliasLinked` per object: ``alias`` = the parent as written,
+  adds a :class:`LotAliasLinked` per object (with the object's quantity, if it has one and
+  no receipt, shipment, ... of the same event carries it):
+  ``alias`` = the parent as written,
   ``alias_kind`` = its scheme (``SSCC``, ``GRAI``, ``GIAI``, ``SGLN``, else ``EPCIS_PARENT``),
   so a pallet or crate id finds the lots on it. ``DELETE`` cannot remove an alias: noted.
 * ``persistentDisposition``: every ``unset`` then every ``set`` value becomes a
@@ -1021,7 +1023,12 @@ class _EventMapper:
         if self.parent and self.action in {"ADD", "OBSERVE"}:
             kind = _ALIAS_KINDS.get(parse_identifier(self.parent).scheme, "EPCIS_PARENT")
             for obj in objects:
-                self.add(LotAliasLinked, [obj], lot=obj.lot, alias_kind=kind, alias=self.parent)
+                # the alias says how much of the lot it covers unless a flow already carries it
+                quantity = obj.quantity if obj.pointer not in self.carried else None
+                self.add(
+                    LotAliasLinked, [obj], carries=quantity is not None, lot=obj.lot,
+                    alias_kind=kind, alias=self.parent, quantity=quantity,
+                )  # fmt: skip
         self.serial_aliases(objects)
         self.statuses(objects)
         self.unused(objects)

@@ -146,7 +146,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
     new = [
-        NewTopic(name, num_partitions=spec.partitions, replication_factor=1)
+        NewTopic(
+            name, num_partitions=spec.partitions, replication_factor=1, config=dict(spec.config)
+        )
         for name, spec in wanted.items()
         if name not in existing
     ]

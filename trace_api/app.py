@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -24,12 +25,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.alerts import (
+    AlertFilter,
+    AlertNotFoundError,
+    AlertStateError,
+    ack_alert,
+    get_alert,
+    list_alerts,
+    resolve_alert,
+)
 from genealogy.audit import append as append_audit
 from genealogy.audit import entries as audit_entries
 from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
 from genealogy.epcis_export import EpcisExportError, EpcisScope, epcis_document
 from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
+from genealogy.kpis import compute_kpis
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.operations import connector_health, lot_counts
 from genealogy.recall import (
@@ -52,15 +63,18 @@ from genealogy.trace import (
     resolve_lot,
     trace,
 )
+from schemas.alerts import Rule, Severity
 from trace_api.auth import (
     AccessControl,
     Permission,
     Principal,
     Role,
+    redact_alert,
     redact_recall,
     redact_refs,
     redact_trace,
 )
+from trace_api.kpi_metrics import KpiCollector
 from trace_api.ui import mount_ui
 
 PROBLEM = "application/problem+json"
@@ -141,6 +155,9 @@ Recaller = Annotated[Principal, Depends(_need(Permission.RECALL))]
 Exporter = Annotated[Principal, Depends(_need(Permission.EXPORT))]
 Auditor = Annotated[Principal, Depends(_need(Permission.AUDIT))]
 Operator = Annotated[Principal, Depends(_need(Permission.OPERATE))]
+AlertReader = Annotated[Principal, Depends(_need(Permission.ALERTS))]
+Triager = Annotated[Principal, Depends(_need(Permission.TRIAGE))]
+AlertStatus = Literal["open", "acknowledged", "resolved", "withdrawn", "unresolved"]
 
 
 def create_app(
@@ -187,6 +204,14 @@ def create_app(
     async def lot_not_found(request: Request, exc: LotNotFoundError) -> JSONResponse:
         return problem(404, "Lot not found", str(exc), request.url.path)
 
+    @app.exception_handler(AlertNotFoundError)
+    async def alert_not_found(request: Request, exc: AlertNotFoundError) -> JSONResponse:
+        return problem(404, "Alert not found", str(exc), request.url.path)
+
+    @app.exception_handler(AlertStateError)
+    async def alert_state(request: Request, exc: AlertStateError) -> JSONResponse:
+        return problem(409, "Alert cannot change so", str(exc), request.url.path)
+
     @app.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
@@ -207,10 +232,35 @@ def create_app(
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
+    kpi_metrics = CollectorRegistry(auto_describe=True)
+    kpi_collector = KpiCollector(store)
+    kpi_metrics.register(kpi_collector)
+
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(who: Operator) -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition: the process's metrics and the KPIs."""
+        body = generate_latest(metrics) + generate_latest(kpi_metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/kpis")
+    def kpis(
+        who: Reader, site: Annotated[str | None, Query(max_length=40)] = None
+    ) -> dict[str, Any]:
+        """Traceability KPIs (see :mod:`genealogy.kpis`); a site user gets its own site's."""
+        if who.site is not None and who.role is Role.SITE_QUALITY:
+            if site is not None and site != who.site:
+                raise StarletteHTTPException(403, f"{who.user} sees site {who.site} only")
+            site = who.site
+        if site is None:
+            return kpi_collector.kpis().to_json()
+        body = compute_kpis(store, now=datetime.now(UTC), site=site).to_json()
+        for gap in body["genealogy_completeness"]["gaps"]:
+            # where another site's genealogy ends is that site's business: say so, not which lot
+            gap["ends_without_receipt"] = [
+                lot if who.sees(site_of(lot)) else access.token(lot)
+                for lot in gap["ends_without_receipt"]
+            ]
+        return body
 
     @app.get("/api/v1/whoami")
     def whoami(request: Request) -> dict[str, Any]:
@@ -407,6 +457,75 @@ def create_app(
             recall_csv(packet), media_type="text/csv; charset=utf-8", headers=disposition
         )
 
+    def alert_scope(who: Principal) -> frozenset[str] | None:
+        return frozenset({who.site or ""}) if who.role is Role.SITE_QUALITY else None
+
+    def visible_alert(who: Principal, alert_id: str) -> dict[str, Any]:
+        """The alert, if ``who`` may see it; otherwise exactly as if it did not exist."""
+        alert = get_alert(store, alert_id)
+        scope = alert_scope(who)
+        if scope is not None and not scope & set(alert["sites"]):
+            raise AlertNotFoundError(f"no integrity alert {alert_id!r}")
+        return alert
+
+    @app.get("/api/v1/alerts")
+    def get_alerts(
+        request: Request,
+        who: AlertReader,
+        status: AlertStatus | None = None,
+        rule: Rule | None = None,
+        severity: Severity | None = None,
+        site: Annotated[str | None, Query(max_length=200)] = None,
+        lot: Annotated[str | None, Query(max_length=200, description="lot id or any alias")] = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        """Integrity alerts, newest first, filtered (a site user sees those naming its site).
+
+        ``status``: open (nobody looked yet), acknowledged, resolved, withdrawn (the
+        condition no longer holds), unresolved (open or acknowledged). ``since`` and
+        ``until`` bound the first detection time.
+        """
+        if since is not None and until is not None and until <= since:
+            return problem(422, "Invalid request", "until must be after since", request.url.path)
+        found = AlertFilter(
+            status=status, rule=rule.value if rule else None,
+            severity=severity.value if severity else None, site=site,
+            lot_id=visible_lot(who, lot) if lot else None, since=since, until=until,
+            visible_sites=alert_scope(who),
+        )  # fmt: skip
+        total, items = list_alerts(store, found, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset,
+                "items": [redact_alert(a, who, access) for a in items]}  # fmt: skip
+
+    @app.get("/api/v1/alerts/{alert_id}")
+    def get_one_alert(who: AlertReader, alert_id: str) -> Any:
+        """One integrity alert with its evidence and who acknowledged or resolved it."""
+        return redact_alert(visible_alert(who, alert_id), who, access)
+
+    @app.post("/api/v1/alerts/{alert_id}/ack")
+    def post_ack(who: Triager, alert_id: str, body: AlertAction) -> Any:
+        """Take an open alert on (409 if it is no longer open)."""
+        visible_alert(who, alert_id)
+        alert = ack_alert(store, alert_id, user=who.user, comment=body.comment)
+        audit(who, "alert.ack", "integrity alert acknowledged", f"alert/{alert_id}",
+              comment=body.comment)  # fmt: skip
+        return redact_alert(alert, who, access)
+
+    @app.post("/api/v1/alerts/{alert_id}/resolve")
+    def post_resolve(request: Request, who: Triager, alert_id: str, body: AlertAction) -> Any:
+        """Resolve an open or acknowledged alert; the comment says what was done."""
+        if not body.comment.strip():
+            return problem(422, "Invalid request", "say in comment what resolved the alert",
+                           request.url.path)  # fmt: skip
+        visible_alert(who, alert_id)
+        alert = resolve_alert(store, alert_id, user=who.user, comment=body.comment)
+        audit(who, "alert.resolve", "integrity alert resolved", f"alert/{alert_id}",
+              comment=body.comment)  # fmt: skip
+        return redact_alert(alert, who, access)
+
     @app.get("/api/v1/audit")
     def get_audit(
         who: Auditor,
@@ -419,6 +538,14 @@ def create_app(
 
     mount_ui(app)
     return app
+
+
+class AlertAction(BaseModel):
+    """Acknowledging or resolving an alert: what the person says about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(default="", max_length=2000)
 
 
 class RecallBody(BaseModel):
