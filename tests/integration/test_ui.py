@@ -30,9 +30,13 @@ from connectors.base import ConnectorStatus
 from connectors.checkpoints import CheckpointStore
 from connectors.simulator import GroundTruth, build_scenario
 from genealogy import tables
+from genealogy.alerts import upsert_alerts
 from genealogy.store import GenealogyStore
 from lothub.runtime import free_port
+from schemas.alerts import IntegrityAlert
+from schemas.model import LotEventBase
 from schemas.sites import SitesConfig
+from streams.integrity import SubjectState, Thresholds, facts_of, step
 from tests.helpers import normalized
 from trace_api.app import create_app
 from trace_api.auth import AccessControl
@@ -49,11 +53,23 @@ def key(user: str) -> str:
     return f"ui-key-of-{user}-0123456789"
 
 
+def rule_alerts(events: list[LotEventBase]) -> list[IntegrityAlert]:
+    """What the stream's integrity rules raise over these enterprise events, in this order."""
+    states: dict[str, SubjectState] = {}
+    alerts: list[IntegrityAlert] = []
+    for event in events:
+        for fact in facts_of(event):
+            state = states.setdefault(fact.subject, SubjectState())
+            alerts += step(state, [fact], Thresholds(), datetime.now(UTC))[1]
+    return alerts
+
+
 @dataclass
 class Served:
     url: str
     store: GenealogyStore
     truth: GroundTruth
+    alerts: list[IntegrityAlert]
 
 
 class Server:
@@ -93,8 +109,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, demo_sites: SitesConfig) ->
     url = f"sqlite:///{folder / 'lothub.db'}"
     store = GenealogyStore.connect(url)
     store.migrate()
-    scenario = build_scenario(demo_sites)
-    store.apply(normalized(scenario.events, demo_sites))
+    scenario = build_scenario(demo_sites, faults=True)  # faults: a late receipt raises an alert
+    events = normalized([e for e in scenario.events
+                         if e.envelope.event_id not in scenario.expected_dead_letters], demo_sites)  # fmt: skip
+    store.apply(events)
+    upsert_alerts(store, rule_alerts(events))
     checkpoints = CheckpointStore.connect(url)
     healthy = ConnectorStatus(name="wms-brk", site="BRK", system="WMS", records_read=12,
                               events_published=12, last_success=datetime.now(UTC), lag_s=4.2)  # fmt: skip
@@ -113,7 +132,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, demo_sites: SitesConfig) ->
     keys = folder / "keys.toml"
     keys.write_text("\n".join(lines) + "\n")
     with Server(create_app(store, access=AccessControl.load(keys))) as base:
-        yield Served(base, store, scenario.truth)
+        yield Served(base, store, scenario.truth, rule_alerts(events))
     store.close()
 
 
@@ -324,6 +343,47 @@ def test_operations_show_connector_health(page: Page, served: Served, shots: Pat
     expect(page.locator('#connectors-table tr[data-connector="wms-brk"]')).to_contain_text("ok")
     expect(page.locator('[data-tile="connectors failing"] .value')).to_have_text("1")
     page.screenshot(path=shots / "operations.png", full_page=True)
+
+
+def test_alerts_show_on_their_lots_and_are_acknowledged(
+    page: Page, served: Served, shots: Path
+) -> None:
+    assert served.alerts, "the scenario's faults raise at least one integrity alert"
+    alert = served.alerts[0]
+    lot = alert.lots[0]
+    sign_in(page, served.url, "eq")
+    page.goto(f"{served.url}/ui/#/lot/{lot}")
+    expect(page.locator(f'#genealogy-graph .node[data-lot="{lot}"] .alert-badge')).to_have_text(
+        re.compile(rf"^!{sum(lot in a.lots for a in served.alerts)}")
+    )
+    page.locator(f'#genealogy-graph .node[data-lot="{lot}"]').click()
+    expect(page.locator("#lot-panel")).to_contain_text(alert.rule.value)
+
+    page.goto(f"{served.url}/ui/#/ops")
+    expect(page.locator('[data-tile="open alerts"] .value')).to_have_text(str(len(served.alerts)))
+    row = page.locator(f'#alerts-table tr[data-alert="{alert.alert_id}"]')
+    expect(row).to_contain_text(alert.summary[:40])
+    row.locator("button.ack").click()
+    page.fill("#comment-text", "checking the ERP interface queue")
+    page.click("#comment-submit")
+    row = page.locator(f'#alerts-table tr[data-alert="{alert.alert_id}"]')  # the list reloads
+    expect(row.locator(".alert-status")).to_have_text("acknowledged")
+    expect(row).to_contain_text("acknowledged by eq")
+    expect(row).to_contain_text("checking the ERP interface queue")
+    expect(page.locator('[data-tile="open alerts"] .value')).to_have_text(
+        str(len(served.alerts) - 1)
+    )
+    page.screenshot(path=shots / "operations-alerts.png", full_page=True)
+    row.locator("button.resolve").click()
+    page.click("#comment-submit")  # resolving needs a comment
+    expect(page.locator("#comment-error")).to_contain_text("Say what resolved")
+    page.fill("#comment-text", "interface queue drained; receipt is in")
+    page.click("#comment-submit")
+    expect(page.locator(f'#alerts-table tr[data-alert="{alert.alert_id}"]')).to_have_count(0)
+    page.select_option("#alert-status", "resolved")  # filters reload the list
+    expect(page.locator(f'#alerts-table tr[data-alert="{alert.alert_id}"]')).to_contain_text(
+        "interface queue drained"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,7 @@ export async function apiFeatures() {
     recallPdf: params("/api/v1/recalls/{recall_id}/export").includes('"pdf"'),
     connectors: "/api/v1/connectors" in paths,
     stats: "/api/v1/stats" in paths,
+    kpis: "/api/v1/kpis" in paths,
     epcisExport: "/api/v1/exports/epcis" in paths,
     fsma204: "/api/v1/exports/fsma204" in paths,
   };

@@ -11,13 +11,14 @@ export async function renderOps(section, ctx, params, signal) {
   const alerts = h("div", { id: "alerts" });
   replace(section, h("h1", {}, "Operations"), tiles);
   const parts = [loadTiles(tiles, ctx)];
+  const refreshTiles = () => loadTiles(tiles, ctx);
   if (ctx.features.connectors && ctx.can("operate")) {
     section.append(h("h2", {}, "Integration health"), connectors);
     parts.push(loadConnectors(connectors));
   }
   if (ctx.features.alerts && ctx.can("alerts")) {
     section.append(h("h2", {}, "Integrity alerts"), alerts);
-    parts.push(renderAlerts(alerts, ctx, params, signal));
+    parts.push(renderAlerts(alerts, ctx, params, signal, refreshTiles));
   } else if (!ctx.features.alerts) {
     section.append(h("h2", {}, "Integrity alerts"), notice("This hub's API has no alerts yet."));
   }
@@ -39,6 +40,17 @@ async function loadTiles(tiles, ctx) {
       tile("in quarantine", s.by_status.QUARANTINE || 0),
       tile("sites", Object.keys(s.by_site).length),
     ]));
+  }
+  if (ctx.features.kpis && ctx.can("read")) {
+    jobs.push(api("/api/v1/kpis").then((k) => {
+      const share = k.genealogy_completeness.share;
+      const recall = k.mock_recall_ms;
+      return [
+        tile("shipped lots traced to a supplier", share === null ? "–" : `${(Number(share) * 100).toFixed(1)} %`,
+          share === null ? "" : Number(share) < 1 ? "warn" : "good"),
+        tile("mock recall p90", recall.p90 === null ? "–" : `${Math.round(recall.p90)} ms`),
+      ];
+    }));
   }
   if (ctx.can("recall")) {
     jobs.push(api("/api/v1/recalls", { params: { limit: 1 } }).then((r) => [tile("mock recalls", r.total, "", "#/recalls")]));
@@ -92,7 +104,7 @@ async function loadConnectors(box) {
   replace(box, table(["Connector", "System", "Health", "Last success", "Lag", "Read", "Published", "Dead-lettered", "Errors in a row", "Last error"], rows, { id: "connectors-table" }));
 }
 
-async function renderAlerts(box, ctx, params, signal) {
+async function renderAlerts(box, ctx, params, signal, onChange) {
   const select = (id, label, values, chosen) => h("label", {}, `${label} `, h("select", { id, name: id },
     values.map(([v, text]) => h("option", { value: v, selected: v === chosen }, text))));
   const statuses = paramEnum("/api/v1/alerts", "status");
@@ -115,12 +127,13 @@ async function renderAlerts(box, ctx, params, signal) {
       if (signal.aborted) return;
       replace(list, page.items.length ? [
         h("p", { class: "muted" }, `${page.total} alert(s)${page.total > page.items.length ? `, the newest ${page.items.length} shown` : ""}`),
-        table(["Severity", "Rule", "What", "Lots", "Detected", "Status", ""], page.items.map((a) => alertRow(a, ctx, load)), { id: "alerts-table" }),
+        table(["Severity", "Rule", "What", "Lots", "Detected", "Status", ""], page.items.map((a) => alertRow(a, ctx, changed)), { id: "alerts-table" }),
       ] : notice("No alert matches."));
     } catch (error) {
       replace(list, notice(error.message, "error"));
     }
   };
+  const changed = () => { load(); onChange(); };
   filters.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   filters.addEventListener("change", () => load());
   await load();
@@ -130,7 +143,7 @@ function alertRow(a, ctx, reload) {
   const lots = (a.lots || []).map((lot) => (lot.startsWith("redacted-") ? h("em", {}, "other site") : h("a", { href: `#/lot/${encodeURIComponent(lot)}` }, lot)));
   const trail = [a.acknowledged ? `acknowledged by ${a.acknowledged.by}${a.acknowledged.comment ? `: “${a.acknowledged.comment}”` : ""}` : null,
     a.resolved ? `resolved by ${a.resolved.by}: “${a.resolved.comment}”` : null].filter(Boolean);
-  const actions = h("td", { class: "actions" });
+  const actions = h("td", { class: "row-actions" });
   if (ctx.can("triage")) {
     if (a.status === "open" && ctx.features.alertAck) {
       actions.append(h("button", { type: "button", class: "ack", onclick: () => act(a, "ack", reload) }, "Acknowledge"));
@@ -155,7 +168,6 @@ function act(alert, action, reload) {
   document.getElementById("comment-title").textContent = action === "ack" ? "Acknowledge alert" : "Resolve alert";
   document.getElementById("comment-subject").textContent = alert.summary;
   text.value = "";
-  text.required = action === "resolve";
   text.placeholder = action === "ack" ? "optional: who looks at it, what happens next" : "what was done (required)";
   error.textContent = "";
   const submit = async (event) => {
