@@ -277,3 +277,21 @@ integrity_alert_sites = Table(
     Column("site", ID, primary_key=True),
     Index("ix_integrity_alert_sites_site", "site"),
 )
+
+# One row per reconciliation run of one job at one site (what it found, how long it took).
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("job", String(40), nullable=False),
+    Column("site", ID, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("mismatches", Integer, nullable=False),
+    Column("opened", Integer, nullable=False),
+    Column("withdrawn", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Index("ix_reconcile_runs_started", "started_at"),
+)

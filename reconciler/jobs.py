@@ -94,8 +94,10 @@ class ReconcileContext:
     site: str
     since: datetime
     until: datetime
-    #: absolute difference tolerated between two quantities (enterprise units)
+    #: difference tolerated between two quantities: absolute (enterprise units) or relative to
+    #: the larger, whichever is more (unit conversions and scales round: 2,204.62 lb != 1,000 kg)
     tolerance: Decimal = Decimal("0.001")
+    relative_tolerance: Decimal = Decimal("0.001")
     #: a transfer not received this long after shipping is a mismatch
     transfer_sla: timedelta = timedelta(hours=72)
     #: a LIMS decision younger than this is not compared yet (the ERP may not have caught up)
@@ -119,8 +121,8 @@ def _q(value: Decimal) -> str:
     return f"{value.normalize():f}" if value else "0"
 
 
-def _differs(a: Decimal, b: Decimal, tolerance: Decimal) -> bool:
-    return abs(a - b) > tolerance
+def _differs(a: Decimal, b: Decimal, ctx: ReconcileContext) -> bool:
+    return abs(a - b) > max(ctx.tolerance, ctx.relative_tolerance * max(abs(a), abs(b)))
 
 
 def on_hand_job(ctx: ReconcileContext) -> list[Mismatch]:
@@ -133,7 +135,7 @@ def on_hand_job(ctx: ReconcileContext) -> list[Mismatch]:
     found = []
     for lot in sorted(taken_in):
         mine, theirs = lot_total(erp.get(lot, {})), lot_total(wms.get(lot, {}))
-        if not _differs(mine.quantity, theirs.quantity, ctx.tolerance):
+        if not _differs(mine.quantity, theirs.quantity, ctx):
             continue
         unit = mine.unit or theirs.unit
         where = {
@@ -162,7 +164,7 @@ def consumption_job(ctx: ReconcileContext) -> list[Mismatch]:
     found = []
     for order, lot in sorted({k for k in [*mes, *erp] if k[0] in shared}):
         used, issued = mes.get((order, lot), Figure()), erp.get((order, lot), Figure())
-        if not _differs(used.quantity, issued.quantity, ctx.tolerance):
+        if not _differs(used.quantity, issued.quantity, ctx):
             continue
         unit = used.unit or issued.unit
         if not issued.events:
@@ -242,7 +244,7 @@ def transfers_job(ctx: ReconcileContext) -> list[Mismatch]:
             ))  # fmt: skip
             continue
         if t.shipped.unit == t.received.unit and _differs(
-            t.shipped.quantity, t.received.quantity, ctx.tolerance
+            t.shipped.quantity, t.received.quantity, ctx
         ):
             found.append(Mismatch(
                 job="transfers", site=ctx.site, key=f"transfer:{t.transfer_id}", lots=lots,

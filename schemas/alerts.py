@@ -57,6 +57,12 @@ class Rule(StrEnum):
     LATE_EVENT = "late-event"
     ALIAS_CONFLICT = "alias-conflict"
     UNMAPPED_VALUE = "unmapped-value"
+    # found by comparing two systems (reconciler/), not by the stream
+    RECONCILE_ON_HAND = "reconcile-on-hand"
+    RECONCILE_CONSUMPTION = "reconcile-consumption"
+    RECONCILE_DISPOSITION = "reconcile-disposition"
+    RECONCILE_TRANSFER = "reconcile-transfers"
+    RECONCILE_CAPTURE = "reconcile-capture"
 
 
 class Severity(StrEnum):
@@ -117,6 +123,11 @@ RULE_SEVERITY: dict[Rule, Severity] = {
     Rule.LATE_EVENT: Severity.INFO,
     Rule.ALIAS_CONFLICT: Severity.WARNING,
     Rule.UNMAPPED_VALUE: Severity.WARNING,
+    Rule.RECONCILE_ON_HAND: Severity.WARNING,
+    Rule.RECONCILE_CONSUMPTION: Severity.WARNING,
+    Rule.RECONCILE_DISPOSITION: Severity.WARNING,
+    Rule.RECONCILE_TRANSFER: Severity.WARNING,
+    Rule.RECONCILE_CAPTURE: Severity.WARNING,
 }
 
 

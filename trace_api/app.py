@@ -63,6 +63,7 @@ from genealogy.trace import (
     resolve_lot,
     trace,
 )
+from reconciler.runner import list_runs
 from schemas.alerts import Rule, Severity
 from trace_api.auth import (
     AccessControl,
@@ -241,6 +242,18 @@ def create_app(
         """Prometheus text exposition: the process's metrics and the KPIs."""
         body = generate_latest(metrics) + generate_latest(kpi_metrics)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/reconcile/runs")
+    def reconcile_runs(
+        who: Operator,
+        job: Annotated[str | None, Query(max_length=40)] = None,
+        site: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Reconciliation runs, newest first: when, how long, what each found."""
+        total, runs = list_runs(store, limit=limit, offset=offset, job=job, site=site)
+        return {"total": total, "limit": limit, "offset": offset, "items": runs}
 
     @app.get("/api/v1/kpis")
     def kpis(

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from connectors.publisher import KafkaPublisher
@@ -26,6 +27,7 @@ from lothub.settings import Settings, demo_sites_path
 from schemas.model import LotEventBase
 from schemas.serde import make_serde
 from schemas.sites import load_sites
+from schemas.topics import INTEGRITY_FACTS
 from streams.integrity import by_subject, facts_of
 from streams.normalize import normalize
 from streams.worker import HEARTBEAT_COMPONENT
@@ -46,6 +48,21 @@ def alerts_by_rule(store: GenealogyStore, status: str = "open") -> dict[str, lis
 def lots_by_rule(store: GenealogyStore) -> dict[str, set[str]]:
     return {rule: {lot for a in items for lot in a["lots"]}
             for rule, items in alerts_by_rule(store).items()}  # fmt: skip
+
+
+def facts_committed(settings: Settings) -> bool:
+    """True once the worker's group has committed the end of every facts partition."""
+    topic = settings.topics.integrity_facts
+    consumer = Consumer(settings.consumer_config(settings.worker_group))
+    try:
+        parts = [TopicPartition(topic, p) for p in range(INTEGRITY_FACTS.partitions)]
+        for tp in consumer.committed(parts, timeout=10):
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            if high > 0 and tp.offset != high:
+                return False
+        return True
+    finally:
+        consumer.close()
 
 
 def heartbeat_at(store: GenealogyStore) -> datetime:
@@ -139,6 +156,7 @@ def test_every_rule_fires_through_the_worker_and_survives_a_restart(
 
     # Restart: the state comes back from the changelog, so the late receipt of the orphan
     # lot withdraws the alert the first worker raised.
+    wait_for(lambda: facts_committed(settings), 30, "the worker to commit every fact it checked")
     worker.terminate()
     worker.wait(timeout=30)
     restarted_at = datetime.now(UTC)
