@@ -137,7 +137,8 @@ def _run(args: argparse.Namespace, settings: object) -> int:
                       "machine, API bound to loopback only (set LOTHUB_API_KEYS_FILE to require keys)",
                       flush=True)  # fmt: skip
             print(
-                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
+                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs, web UI at "
+                f"{hub.api_url}/ui/); Ctrl-C stops it",
                 flush=True,
             )
             hub.supervise()

@@ -275,6 +275,7 @@ def run_demo(settings: Settings, *, check: bool) -> int:
             f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}",
             flush=True,
         )
+        print(f"  web UI on {hub.api_url}/ui/", flush=True)
         verdict, dead, mes = run_scenario(hub, scenario, plants=plants)
         dead_ok = dead == scenario.expected_dead_letters
         findings = reconcile_once(hub)
@@ -311,6 +312,7 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         print(f"        curl '{hub.api_url}/api/v1/lots/L26312B/trace?direction=backward'")
         if plants is not None:
             print(f"  MES drop folders: {mes_drop_folder(plants, 'mes-alp')} (and mes-crv-drop)")
+        print(f"  Genealogy in the web UI: {hub.api_url}/ui/#/lot/{lot}")
         print(f"  API docs: {hub.api_url}/docs    Stop with Ctrl-C.", flush=True)
         hub.supervise()
         return 0

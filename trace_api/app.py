@@ -42,6 +42,7 @@ from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
 from genealogy.kpis import compute_kpis
 from genealogy.lots import lot_card, lot_history, search_lots
+from genealogy.operations import connector_health, lot_counts
 from genealogy.recall import (
     RecallRequest,
     RecallRequestError,
@@ -75,6 +76,7 @@ from trace_api.auth import (
     redact_trace,
 )
 from trace_api.kpi_metrics import KpiCollector
+from trace_api.ui import mount_ui
 
 PROBLEM = "application/problem+json"
 #: Named readiness checks supplied by whoever runs the API (broker, worker, ...).
@@ -275,14 +277,29 @@ def create_app(
 
     @app.get("/api/v1/whoami")
     def whoami(request: Request) -> dict[str, Any]:
-        """The caller's user, role and site (local mode says so)."""
-        who = _need(Permission.READ)(request)
+        """The caller's user, role, site and permissions (any valid key; local mode says so)."""
+        who = access.authenticate(request.headers)
+        if who is None:
+            raise StarletteHTTPException(401, "a valid API key is required",
+                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         return {
             "user": who.user,
             "role": who.role.value,
             "site": who.site,
             "local_mode": access.local_mode,
+            "permissions": sorted(p.value for p in Permission if who.can(p)),
         }
+
+    @app.get("/api/v1/stats")
+    def get_stats(who: Reader) -> dict[str, Any]:
+        """Lots by site and by status (a site user: its site's)."""
+        return lot_counts(store, site=who.site if who.role is Role.SITE_QUALITY else None)
+
+    @app.get("/api/v1/connectors")
+    def get_connectors(who: Operator) -> dict[str, Any]:
+        """Integration health per connector: last success, lag, counts, last error; worst first."""
+        items = connector_health(store)
+        return {"total": len(items), "items": items}
 
     @app.get("/api/v1/lots")
     def get_lots(
@@ -532,6 +549,7 @@ def create_app(
         total, items = audit_entries(store, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
+    mount_ui(app)
     return app
 
 

@@ -76,6 +76,8 @@ ENDPOINTS = [
     ("GET", "/api/v1/kpis", "read"),
     ("GET", "/metrics", "operate"),
     ("GET", "/api/v1/alerts", "alerts"),
+    ("GET", "/api/v1/connectors", "operate"),
+    ("GET", "/api/v1/stats", "read"),
 ]
 GRANTS = {
     "eq": {"read", "export", "recall", "operate", "alerts"},
