@@ -41,20 +41,22 @@ from sqlalchemy import select
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
 from reconciler.views import (
-    INFLOWS,
-    Event,
+    Books,
     Figure,
+    Status,
     Transfer,
-    by_system,
+    books,
     consumption,
-    latest_status,
+    latest_statuses,
     load_events,
-    lot_total,
-    on_hand,
     orders,
     transfers,
 )
 from schemas.model import SystemKind
+
+#: event types the consumption and transfer views read whole
+BATCH_TYPES = ("MaterialConsumed", "MaterialProduced", "Transformation")
+TRANSFER_TYPES = ("TransferShipped", "TransferReceived")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,13 +102,25 @@ class ReconcileContext:
     #: what the jobs load, shared by the jobs of a run (and, for every-site views, its sites)
     cache: dict[str, Any] = field(default_factory=dict)
 
-    def events(self) -> list[Event]:
-        """The site's events up to ``until`` (loaded once)."""
-        key = f"events:{self.site}"
+    def _cached(self, key: str, load: Callable[[], Any]) -> Any:
         if key not in self.cache:
-            self.cache[key] = list(load_events(self.store, site=self.site, until=self.until))
-        events: list[Event] = self.cache[key]
-        return events
+            self.cache[key] = load()
+        return self.cache[key]
+
+    def books(self) -> dict[SystemKind, Books]:
+        """Each system's book on-hand per lot at the site (loaded once per run)."""
+        found: dict[SystemKind, Books] = self._cached(
+            f"books:{self.site}", lambda: books(self.store, site=self.site, until=self.until)
+        )
+        return found
+
+    def statuses(self) -> dict[SystemKind, dict[str, Status]]:
+        """Each system's latest status per lot at the site (loaded once per run)."""
+        found: dict[SystemKind, dict[str, Status]] = self._cached(
+            f"statuses:{self.site}",
+            lambda: latest_statuses(self.store, site=self.site, until=self.until),
+        )
+        return found
 
 
 def _q(value: Decimal) -> str:
@@ -119,26 +133,18 @@ def _differs(a: Decimal, b: Decimal, ctx: ReconcileContext) -> bool:
 
 def on_hand_job(ctx: ReconcileContext) -> list[Mismatch]:
     """ERP vs WMS on-hand per lot (lots the WMS took in itself)."""
-    systems = by_system(ctx.events())
-    wms_events = systems.get(SystemKind.WMS, [])
-    taken_in = {ev["lot"] for ev in wms_events if ev["envelope"]["event_type"] in INFLOWS}
-    erp = on_hand(systems.get(SystemKind.ERP, []))
-    wms = on_hand(wms_events)
+    systems = ctx.books()
+    erp, wms = systems.get(SystemKind.ERP, Books()), systems.get(SystemKind.WMS, Books())
     found = []
-    for lot in sorted(taken_in):
-        mine, theirs = lot_total(erp.get(lot, {})), lot_total(wms.get(lot, {}))
+    for lot in sorted(wms.taken_in):
+        mine, theirs = erp.lots.get(lot, Figure()), wms.lots.get(lot, Figure())
         if not _differs(mine.quantity, theirs.quantity, ctx):
             continue
         unit = mine.unit or theirs.unit
-        where = {
-            f"wms@{loc}": _q(f.quantity)
-            for loc, f in sorted(wms.get(lot, {}).items())
-            if f.quantity
-        }
         found.append(Mismatch(
             job="on-hand", site=ctx.site, key=f"lot:{lot}", lots=[lot], systems=["ERP", "WMS"],
             figures={"erp": _q(mine.quantity), "wms": _q(theirs.quantity),
-                     "difference": _q(mine.quantity - theirs.quantity), "unit": unit, **where},
+                     "difference": _q(mine.quantity - theirs.quantity), "unit": unit},
             evidence_event_ids=sorted({*mine.events, *theirs.events}),
             summary=(f"{lot}: the ERP has {_q(mine.quantity)} {unit} on hand, the WMS "
                      f"{_q(theirs.quantity)} {unit}; find the transaction one of them is missing "
@@ -149,7 +155,7 @@ def on_hand_job(ctx: ReconcileContext) -> list[Mismatch]:
 
 def consumption_job(ctx: ReconcileContext) -> list[Mismatch]:
     """MES consumption vs ERP goods issue, per order both systems know and lot."""
-    systems = by_system(ctx.events())
+    systems = load_events(ctx.store, site=ctx.site, until=ctx.until, types=BATCH_TYPES)
     mes_events, erp_events = systems.get(SystemKind.MES, []), systems.get(SystemKind.ERP, [])
     shared = orders(mes_events) & orders(erp_events)
     mes, erp = consumption(mes_events), consumption(erp_events)
@@ -181,11 +187,9 @@ def consumption_job(ctx: ReconcileContext) -> list[Mismatch]:
 
 def disposition_job(ctx: ReconcileContext) -> list[Mismatch]:
     """LIMS disposition vs the ERP's and the WMS's latest status, per lot."""
-    systems = by_system(ctx.events())
-    lims = latest_status(systems.get(SystemKind.LIMS, []))
-    others = {
-        kind: latest_status(systems.get(kind, [])) for kind in (SystemKind.ERP, SystemKind.WMS)
-    }
+    systems = ctx.statuses()
+    lims = systems.get(SystemKind.LIMS, {})
+    others = {kind: systems.get(kind, {}) for kind in (SystemKind.ERP, SystemKind.WMS)}
     cutoff = utc(ctx.until) - ctx.status_grace
     found = []
     for lot, decided in sorted(lims.items()):
@@ -211,8 +215,8 @@ def disposition_job(ctx: ReconcileContext) -> list[Mismatch]:
 def transfers_job(ctx: ReconcileContext) -> list[Mismatch]:
     """Transfers shipped from the site in the period vs received at their destination."""
     if "transfers" not in ctx.cache:  # every site's events: the receipt is at the destination
-        everything = load_events(ctx.store, site=None, until=ctx.until)
-        ctx.cache["transfers"] = transfers(everything)
+        everything = load_events(ctx.store, site=None, until=ctx.until, types=TRANSFER_TYPES)
+        ctx.cache["transfers"] = transfers(e for events in everything.values() for e in events)
     found = []
     shipments: dict[str, Transfer] = ctx.cache["transfers"]
     for t in sorted(shipments.values(), key=lambda t: t.transfer_id):

@@ -6,14 +6,16 @@ system's events into the figures a reconciliation compares: on-hand per lot and
 location, consumption per production order and lot, the latest status per lot,
 transfers shipped and received. Voided events count for nothing.
 
-Events are read as the JSON the store validated when it took them (:data:`Event`, a
-dict), not re-validated into models: a reconciliation reads every event of a site, and
-parsing is most of its cost.
+The views read what the store derived when it took the events (its signed lot ledger, its
+status history) joined to the system that sent each event, and the stored JSON
+(:data:`Event`, a dict, not re-validated into a model) only of the few event types a
+view needs whole: a reconciliation reads every event of a site, and parsing would be most
+of its cost.
 
 Example::
 
-    systems = by_system(load_events(store, site="ALP", until=now))
-    erp, wms = on_hand(systems[SystemKind.ERP]), on_hand(systems[SystemKind.WMS])
+    on_hand = books(store, site="ALP", until=now)
+    on_hand[SystemKind.ERP].lots["ALP:ALP-20261102-001"].quantity   # Decimal('200')
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, select
 
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
@@ -70,91 +72,87 @@ def occurred(ev: Event) -> datetime:
     return datetime.fromisoformat(ev["envelope"]["occurred_at"])
 
 
-def load_events(
-    store: GenealogyStore,
-    *,
-    site: str | None,
-    until: datetime,
-    kinds: Iterable[SystemKind] | None = None,
-) -> Iterator[Event]:
-    """The live (not voided) events of ``site`` (or every site) that happened by ``until``.
-
-    Events of other sites that name a lot of ``site`` (a transfer received elsewhere) are
-    not included: each site's systems are reconciled with each other.
-    """
+def _live(until: datetime, site: str | None) -> list[Any]:
     ev = tables.events
-    query = select(ev.c.payload).where(ev.c.voided_by.is_(None), ev.c.occurred_at <= utc(until))
+    where = [ev.c.voided_by.is_(None), ev.c.occurred_at <= utc(until)]
     if site is not None:
-        query = query.where(ev.c.site == site)
-    if kinds is not None:
-        query = query.where(or_(*[ev.c.system_kind == k.value for k in kinds]))
+        where.append(ev.c.site == site)
+    return where
+
+
+def ledger_query(site: str | None, until: datetime) -> Select[Any]:
+    """Signed lot quantities per event, with the system that sent the event."""
+    ev, ledger = tables.events, tables.lot_ledger
+    return (
+        select(ev.c.system_kind, ledger.c.lot_id, ledger.c.category, ledger.c.quantity,
+               ledger.c.unit, ledger.c.event_id)
+        .join(ev, ev.c.event_id == ledger.c.event_id)
+        .where(*_live(until, site))
+    )  # fmt: skip
+
+
+def status_query(site: str | None, until: datetime) -> Select[Any]:
+    """Status changes, with the system that sent them."""
+    ev, history = tables.events, tables.status_history
+    return (
+        select(ev.c.system_kind, history.c.lot_id, history.c.status, history.c.occurred_at,
+               history.c.event_id)
+        .join(ev, ev.c.event_id == history.c.event_id)
+        .where(*_live(until, site))
+    )  # fmt: skip
+
+
+def payload_query(site: str | None, until: datetime, types: Iterable[str]) -> Select[Any]:
+    """The stored JSON of the events of ``types``, with the system that sent them."""
+    ev = tables.events
+    return (
+        select(ev.c.system_kind, ev.c.payload)
+        .where(*_live(until, site), ev.c.event_type.in_(sorted(types)))
+        .order_by(ev.c.occurred_at)
+    )
+
+
+def _rows(store: GenealogyStore, query: Select[Any]) -> Iterator[Any]:
     with store.engine.connect() as conn:
-        result = conn.execution_options(yield_per=PAGE).execute(query.order_by(ev.c.occurred_at))
-        for (payload,) in result:
-            yield json.loads(payload)
+        yield from conn.execution_options(yield_per=PAGE).execute(query)
 
 
-def by_system(events: Iterable[Event]) -> dict[SystemKind, list[Event]]:
-    """Events grouped by the kind of system that sent them."""
+def load_events(
+    store: GenealogyStore, *, site: str | None, until: datetime, types: Iterable[str]
+) -> dict[SystemKind, list[Event]]:
+    """The live events of ``types`` of ``site`` (or every site) by ``until``, by system kind."""
     out: dict[SystemKind, list[Event]] = defaultdict(list)
-    for ev in events:
-        out[SystemKind(ev["envelope"]["source"]["system_kind"])].append(ev)
+    for kind, payload in _rows(store, payload_query(site, until, types)):
+        out[SystemKind(kind)].append(json.loads(payload))
+    return out
+
+
+#: ledger categories that bring stock into a system's books
+INFLOW_CATEGORIES = frozenset({"RECEIVED", "PRODUCED", "RETURNED"})
+
+
+@dataclass
+class Books:
+    """One system's book on-hand per lot, and the lots it took in itself."""
+
+    lots: dict[str, Figure] = field(default_factory=lambda: defaultdict(Figure))
+    taken_in: set[str] = field(default_factory=set)
+
+
+def books(store: GenealogyStore, *, site: str, until: datetime) -> dict[SystemKind, Books]:
+    """Each system's book on-hand per lot at ``site`` (the store's signed ledger)."""
+    out: dict[SystemKind, Books] = defaultdict(Books)
+    for kind, lot, category, quantity, unit, eid in _rows(store, ledger_query(site, until)):
+        book = out[SystemKind(kind)]
+        book.lots[lot].add(quantity, unit, eid)
+        if category in INFLOW_CATEGORIES:
+            book.taken_in.add(lot)
     return out
 
 
 def _qty(q: dict[str, Any], sign: int = 1) -> tuple[Decimal, str]:
     value = Decimal(q["value"])
     return (value if sign > 0 else -value), str(q["unit"])
-
-
-#: events that bring stock into a system's books, and where
-INFLOWS = {
-    "LotReceived": "receiving_location",
-    "TransferReceived": "receiving_location",
-    "MaterialProduced": "location",
-    "CustomerReturn": "receiving_location",
-}
-#: events that take stock out, and from where
-OUTFLOWS = {
-    "MaterialConsumed": "location",
-    "LotShipped": "ship_from",
-    "TransferShipped": "from_location",
-}
-
-
-def on_hand(events: Iterable[Event]) -> dict[str, dict[str, Figure]]:
-    """lot -> location -> what the events say is on hand there (signed sums)."""
-    out: dict[str, dict[str, Figure]] = defaultdict(lambda: defaultdict(Figure))
-    for ev in events:
-        kind, eid = event_type(ev), event_id(ev)
-        if kind in INFLOWS:
-            out[ev["lot"]][ev[INFLOWS[kind]]["location_id"]].add(*_qty(ev["quantity"]), eid)
-        elif kind in OUTFLOWS:
-            out[ev["lot"]][ev[OUTFLOWS[kind]]["location_id"]].add(*_qty(ev["quantity"], -1), eid)
-        elif kind == "Transformation":
-            where = ev["location"]["location_id"]
-            for i in ev["inputs"]:
-                out[i["lot"]][where].add(*_qty(i["quantity"], -1), eid)
-            for o in ev["outputs"]:
-                out[o["lot"]][where].add(*_qty(o["quantity"]), eid)
-        elif kind == "InventoryAdjusted":
-            out[ev["lot"]][ev["location"]["location_id"]].add(*_qty(ev["quantity_change"]), eid)
-        elif kind == "LotMoved":
-            out[ev["lot"]][ev["from_location"]["location_id"]].add(*_qty(ev["quantity"], -1), eid)
-            out[ev["lot"]][ev["to_location"]["location_id"]].add(*_qty(ev["quantity"]), eid)
-    return {lot: dict(places) for lot, places in out.items()}
-
-
-def lot_total(places: dict[str, Figure]) -> Figure:
-    """A lot's on-hand over all its locations."""
-    total = Figure()
-    for figure in places.values():
-        for eid in figure.events:
-            if eid not in total.events:
-                total.events.append(eid)
-        total.quantity += figure.quantity
-        total.unit = total.unit or figure.unit
-    return total
 
 
 def consumption(events: Iterable[Event]) -> dict[tuple[str, str], Figure]:
@@ -187,15 +185,17 @@ class Status:
     event_id: str
 
 
-def latest_status(events: Iterable[Event]) -> dict[str, Status]:
-    """lot -> the status of its latest status change (by event time, then arrival)."""
-    out: dict[str, Status] = {}
-    for ev in events:
-        if event_type(ev) == "LotStatusChanged":
-            at = occurred(ev)
-            known = out.get(ev["lot"])
-            if known is None or at >= known.at:
-                out[ev["lot"]] = Status(ev["status"], at, event_id(ev))
+def latest_statuses(
+    store: GenealogyStore, *, site: str, until: datetime
+) -> dict[SystemKind, dict[str, Status]]:
+    """Per system kind: lot -> its latest status (by event time; ties: the later row)."""
+    out: dict[SystemKind, dict[str, Status]] = defaultdict(dict)
+    for kind, lot, status, at, eid in _rows(store, status_query(site, until)):
+        when = utc(at)
+        statuses = out[SystemKind(kind)]
+        known = statuses.get(lot)
+        if known is None or when >= known.at:
+            statuses[lot] = Status(status, when, eid)
     return out
 
 
