@@ -19,9 +19,10 @@ def run_worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = GenealogyStore.connect(settings.store_url)
     store.migrate()
+    sites = settings.sites()
     deps = WorkerDeps(
         topics=settings.topics,
-        sites=settings.sites(),
+        sites=sites,
         serde=make_serde(settings.schema_registry_url),
         store=store,
         stall_s=settings.worker_stall_timeout_s,
@@ -29,7 +30,17 @@ def run_worker(settings: Settings) -> int:
             mass_gain_tolerance=Decimal(str(settings.integrity_mass_gain_tolerance)),
             mass_loss_tolerance=Decimal(str(settings.integrity_mass_loss_tolerance)),
             late_horizon=timedelta(seconds=settings.integrity_late_horizon_s),
+            stall_after=timedelta(seconds=settings.integrity_stall_s)
+            if settings.integrity_stall_s
+            else None,
+            stall_after_by_source={
+                name: timedelta(seconds=spec.stall_after_s)
+                for name, spec in sites.connectors.items()
+                if spec.stall_after_s is not None
+            },
+            transfer_sla=timedelta(hours=settings.integrity_transfer_sla_h),
         ),
+        tick_s=settings.integrity_tick_s,
     )
     if settings.worker_metrics_port is not None:
         from prometheus_client import start_http_server

@@ -57,6 +57,8 @@ class Rule(StrEnum):
     LATE_EVENT = "late-event"
     ALIAS_CONFLICT = "alias-conflict"
     UNMAPPED_VALUE = "unmapped-value"
+    SOURCE_STALL = "source-stall"
+    TRANSFER_OVERDUE = "transfer-overdue"
     # found by comparing two systems (reconciler/), not by the stream
     RECONCILE_ON_HAND = "reconcile-on-hand"
     RECONCILE_CONSUMPTION = "reconcile-consumption"
@@ -123,6 +125,8 @@ RULE_SEVERITY: dict[Rule, Severity] = {
     Rule.LATE_EVENT: Severity.INFO,
     Rule.ALIAS_CONFLICT: Severity.WARNING,
     Rule.UNMAPPED_VALUE: Severity.WARNING,
+    Rule.SOURCE_STALL: Severity.WARNING,
+    Rule.TRANSFER_OVERDUE: Severity.WARNING,
     Rule.RECONCILE_ON_HAND: Severity.WARNING,
     Rule.RECONCILE_CONSUMPTION: Severity.WARNING,
     Rule.RECONCILE_DISPOSITION: Severity.WARNING,

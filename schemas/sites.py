@@ -98,6 +98,9 @@ class ConnectorSpec(BaseModel):
     poll_interval_s: float = Field(default=5.0, gt=0)
     batch_size: int = Field(default=500, ge=1, le=100_000)
     enabled: bool = True
+    #: the stream raises a source-stall alert when this connector's system sends nothing for
+    #: this long (default: LOTHUB_INTEGRITY_STALL_S)
+    stall_after_s: float | None = Field(default=None, gt=0)
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

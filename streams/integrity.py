@@ -42,8 +42,15 @@ Three rules are about delivery rather than lots and are the exceptions:
 * ``unmapped-value`` is raised when the normalizer parks an event on the dead-letter
   topic; the store withdraws it once the event is replayed and stored.
 
-Not done yet: per-source sequence gaps and stalls, and transfers not received within
-an SLA (they need a timer); a correction (``EventCorrected``) does not retract the
+Two rules depend on the clock, so a timer in the worker sends a ``tick`` fact to every
+source and open transfer subject on its partitions (the table can only be written from
+the stream): ``source-stall`` (a source silent, by wall clock, for longer than its limit;
+withdrawn when it speaks again) and ``transfer-overdue`` (a transfer shipped longer than
+the SLA ago, by event time, that no site has received; withdrawn by the receipt).
+
+Not done: per-source sequence gaps (the connectors number events per run, not per
+source, so a gap would not mean a loss; the reconciler's ``capture`` job compares each
+source with the hub instead); a correction (``EventCorrected``) does not retract the
 facts of the events it voids.
 
 Example::
@@ -55,7 +62,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -108,6 +115,7 @@ class FactRole(StrEnum):
     OUTPUT = "output"  # batch: a lot came out
     ALIAS = "alias"  # alias: linked to a lot
     SEEN = "seen"  # source: sent an event
+    TICK = "tick"  # source or transfer: the clock passed (the worker's timer), nothing happened
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +174,16 @@ class Thresholds:
     mass_loss_tolerance: Decimal = Decimal("1")
     #: an event this far behind its source's newest event time is late
     late_horizon: timedelta = timedelta(days=1)
+    #: a source silent this long (wall clock) is stalled; None: never
+    stall_after: timedelta | None = timedelta(hours=1)
+    #: per system instance (a connector's name), when its own rhythm differs
+    stall_after_by_source: Mapping[str, timedelta] = field(default_factory=dict)
+    #: a transfer shipped this long ago (event time) and not received is overdue
+    transfer_sla: timedelta = timedelta(hours=72)
+
+    def stall_limit(self, system_instance: str) -> timedelta | None:
+        """How long ``system_instance`` may stay silent."""
+        return self.stall_after_by_source.get(system_instance, self.stall_after)
 
 
 def site_of(lot_id: str) -> str:
@@ -206,6 +224,10 @@ def facts_of(ev: LotEventBase) -> list[Fact]:
 
     if isinstance(ev, LotReceived | TransferReceived):
         lot(FactRole.ORIGIN, ev.lot, ev.quantity, ev.receiving_location)
+    if isinstance(ev, TransferReceived):
+        out.append(Fact(subject=f"transfer:{ev.transfer_id}", role=FactRole.ORIGIN, lot=ev.lot,
+                        quantity=ev.quantity.value, unit=ev.quantity.unit,
+                        location=ev.receiving_location.location_id, **base))  # fmt: skip
     elif isinstance(ev, MaterialProduced):
         lot(FactRole.ORIGIN, ev.lot, ev.quantity, ev.location)
         batch(FactRole.OUTPUT, ev.batch_id, ev.lot, ev.quantity)
@@ -223,6 +245,9 @@ def facts_of(ev: LotEventBase) -> list[Fact]:
         lot(FactRole.SHIP, ev.lot, ev.quantity, ev.ship_from)
     elif isinstance(ev, TransferShipped):
         lot(FactRole.SHIP, ev.lot, ev.quantity, ev.from_location)
+        out.append(Fact(subject=f"transfer:{ev.transfer_id}", role=FactRole.SHIP, lot=ev.lot,
+                        quantity=ev.quantity.value, unit=ev.quantity.unit,
+                        location=ev.to_location.location_id, **base))  # fmt: skip
     elif isinstance(ev, CustomerReturn):
         lot(FactRole.RETURN, ev.lot, ev.quantity, ev.receiving_location)
     elif isinstance(ev, InventoryAdjusted):
@@ -477,12 +502,17 @@ class SubjectState:
     open: dict[str, IntegrityAlert] = field(default_factory=dict)
     #: newest event time of a source subject (sources keep no facts)
     newest: datetime | None = None
+    #: a source subject: when (wall clock) and which event it last sent
+    last_arrival: datetime | None = None
+    last_event: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The table value."""
         return {"facts": [f.to_json() for f in self.facts.values()],
                 "open": [a.model_dump(mode="json") for a in self.open.values()],
-                "newest": None if self.newest is None else self.newest.isoformat()}  # fmt: skip
+                "newest": None if self.newest is None else self.newest.isoformat(),
+                "arrival": None if self.last_arrival is None else self.last_arrival.isoformat(),
+                "last_event": self.last_event}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> SubjectState:
@@ -495,6 +525,10 @@ class SubjectState:
             facts={f.fact_id: f for f in facts},
             open={a.alert_id: a for a in alerts},
             newest=None if data["newest"] is None else datetime.fromisoformat(data["newest"]),
+            last_arrival=None
+            if not data.get("arrival")
+            else datetime.fromisoformat(data["arrival"]),
+            last_event=str(data.get("last_event", "")),
         )
 
 
@@ -511,12 +545,17 @@ def step(
     subject = incoming[0].subject
     if subject.startswith("source:"):
         return _source_step(state, incoming, th, now)
-    fresh = [f for f in incoming if f.fact_id not in state.facts]
-    if not fresh:
+    ticks = [f for f in incoming if f.role is FactRole.TICK]
+    fresh = [f for f in incoming if f.role is not FactRole.TICK and f.fact_id not in state.facts]
+    if not fresh and not (ticks and subject.startswith("transfer:")):
         return False, []
     for f in fresh:
         state.facts[f.fact_id] = f
-    found = {x.alert_id: x for x in evaluate(subject, state.facts.values(), th)}
+    if subject.startswith("transfer:"):
+        found = {x.alert_id: x for x in transfer_findings(subject, state.facts.values(), th, now)}
+    else:
+        found = {x.alert_id: x for x in evaluate(subject, state.facts.values(), th)}
+    changed = bool(fresh)
     out: list[IntegrityAlert] = []
     for aid in sorted(state.open):
         if aid not in found:
@@ -527,7 +566,16 @@ def step(
         if previous is None or not previous.same_finding(alert):
             state.open[aid] = alert
             out.append(alert)
-    return True, out
+    return changed or bool(out), out
+
+
+#: a source's last arrival is written to the table at most this often (it is wall clock),
+#: or a quarter of its stall limit if that is shorter
+ARRIVAL_GRANULARITY = timedelta(seconds=30)
+
+
+def _granularity(limit: timedelta | None) -> timedelta:
+    return ARRIVAL_GRANULARITY if limit is None else min(ARRIVAL_GRANULARITY, limit / 4)
 
 
 def _source_step(
@@ -536,13 +584,90 @@ def _source_step(
     out: list[IntegrityAlert] = []
     changed = False
     for f in incoming:
+        if f.role is FactRole.TICK:
+            finding = stall_finding(f.subject, state, th, now)
+            if finding is not None and finding.alert_id not in state.open:
+                alert = IntegrityAlert.from_finding(finding, AlertState.OPEN, now)
+                state.open[alert.alert_id] = alert
+                out.append(alert)
+                changed = True
+            continue
         finding = late_finding(f, state.newest, th)
         if finding is not None:
             out.append(IntegrityAlert.from_finding(finding, AlertState.OPEN, now))
         if state.newest is None or f.at > state.newest:
             state.newest = f.at
             changed = True
+        stalled = [aid for aid, a in state.open.items() if a.rule is Rule.SOURCE_STALL]
+        for aid in stalled:  # it speaks again
+            out.append(state.open.pop(aid).withdrawn(now))
+        every = _granularity(th.stall_limit(f.subject.split(":", 1)[1]))
+        if stalled or state.last_arrival is None or now - state.last_arrival >= every:
+            state.last_arrival, state.last_event = now, f.event_id
+            changed = True
     return changed, out
+
+
+def stall_finding(
+    subject: str, state: SubjectState, th: Thresholds, now: datetime
+) -> Finding | None:
+    """A source that has sent nothing for longer than its limit (wall clock: a timer asks)."""
+    system = subject.split(":", 1)[1]
+    limit = th.stall_limit(system)
+    if limit is None or state.last_arrival is None:
+        return None
+    silent = now - state.last_arrival
+    if silent <= limit + _granularity(limit):
+        return None
+    return Finding(
+        rule=Rule.SOURCE_STALL, subject=subject, lots=[], sites=[],
+        source_systems=[system], evidence_event_ids=[state.last_event] if state.last_event else [],
+        summary=(f"{system} has sent nothing for {str(silent).split('.')[0]} (limit {limit}); its "
+                 f"last event was {state.last_event or 'unknown'}. Check the connector "
+                 f"(`lothub connectors status`) and the system it reads."),
+        details={"last_arrival": state.last_arrival.isoformat(),
+                 "silent_s": str(int(silent.total_seconds())),
+                 "limit_s": str(int(limit.total_seconds()))},
+    )  # fmt: skip
+
+
+def transfer_findings(
+    subject: str, facts: Iterable[Fact], th: Thresholds, now: datetime
+) -> list[Finding]:
+    """A transfer shipped longer than the SLA ago (event time) that no site has received."""
+    known = list(facts)
+    shipped = sorted((f for f in known if f.role is FactRole.SHIP), key=lambda f: f.at)
+    if not shipped or any(f.role is FactRole.ORIGIN for f in known):
+        return []
+    first = shipped[0]
+    late = now - first.at
+    if late <= th.transfer_sla:
+        return []
+    transfer = subject.split(":", 1)[1]
+    return [Finding(
+        rule=Rule.TRANSFER_OVERDUE, subject=subject, lots=sorted({f.lot for f in shipped}),
+        sites=[first.site], source_systems=sorted({f.source for f in shipped}),
+        evidence_event_ids=sorted({f.event_id for f in shipped}),
+        # nothing in it changes with the clock: a later tick finds the same alert
+        summary=(f"transfer {transfer} of {first.lot} left {first.site} at {_when(first.at)} "
+                 f"and no receipt has reached the hub within the SLA ({th.transfer_sla}); check "
+                 f"that the destination received and posted it."),
+        details={"shipped_at": first.at.isoformat(), "quantity": _qty(first),
+                 "to_location": first.location, "sla_s": str(int(th.transfer_sla.total_seconds()))},
+    )]  # fmt: skip
+
+
+def tick(subject: str, now: datetime) -> Fact:
+    """The fact the worker's timer sends a source or transfer subject: the clock moved on."""
+    return Fact(
+        subject=subject,
+        role=FactRole.TICK,
+        event_id="tick",
+        event_type="Tick",
+        at=now,
+        source="",
+        site="",
+    )
 
 
 # --------------------------------------------------------------------------- sink-side rules

@@ -66,6 +66,7 @@ from streams.integrity import (
     encode_facts,
     facts_of,
     step,
+    tick,
     unmapped_alert,
 )
 from streams.normalize import normalize
@@ -164,6 +165,8 @@ class WorkerDeps:
     stall_s: float = 120.0
     #: limits of the integrity rules
     thresholds: Thresholds = field(default_factory=Thresholds)
+    #: how often the clock-driven rules (stalls, overdue transfers) are checked
+    tick_s: float = 60.0
 
 
 def dead_letter_headers(
@@ -321,6 +324,20 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 for conflict in result.conflicting:
                     event = by_id[conflict.event_id]
                     await publish_alert(conflict_alert(event, conflict, datetime.now(UTC)))
+
+    @app.timer(deps.tick_s)
+    async def clock() -> None:
+        # Tables are written from the stream only: the timer sends each source and each
+        # unreceived transfer on this worker's partitions a tick, which the check agent takes.
+        now = datetime.now(UTC)
+        for key in list(state.keys()):
+            if key.startswith(b"transfer:"):
+                value = state.get(key) or {}
+                if any(f.get("r") == "origin" for f in value.get("facts", [])):
+                    continue  # received: nothing can become overdue
+            elif not key.startswith(b"source:"):
+                continue
+            await facts_topic.send(key=key, value=encode_facts([tick(key.decode(), now)]))
 
     watch = ProgressWatch(deps.stall_s)
 

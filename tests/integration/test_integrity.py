@@ -20,13 +20,14 @@ from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from connectors.publisher import KafkaPublisher
+from connectors.simulator import build_scenario
 from genealogy.alerts import AlertFilter, list_alerts
 from genealogy.store import GenealogyStore
 from lothub.runtime import ensure_topics, free_port
 from lothub.settings import Settings, demo_sites_path
-from schemas.model import LotEventBase
+from schemas.model import LotEventBase, TransferReceived, TransferShipped
 from schemas.serde import make_serde
-from schemas.sites import load_sites
+from schemas.sites import SitesConfig, load_sites
 from schemas.topics import INTEGRITY_FACTS
 from streams.integrity import by_subject, facts_of
 from streams.normalize import normalize
@@ -221,3 +222,58 @@ def test_three_arrival_orders_give_the_same_genealogy_and_alerts(
     for alert in alerts["in-order"].values():
         found.setdefault(alert["rule"], set()).update(alert["lots"])
     assert found == scenario.expected
+
+
+def test_a_stalled_source_and_an_overdue_transfer_through_the_worker(
+    broker: str,
+    sqlite_url: str,
+    settings_factory: Callable[..., Settings],
+    store_factory: Callable[[str], GenealogyStore],
+    start_worker: Callable[[Settings], Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    demo_sites: SitesConfig,
+) -> None:
+    settings = settings_factory(kafka_bootstrap=broker, database_url=sqlite_url)
+    ensure_topics(settings)
+    store = store_factory(sqlite_url)
+    monkeypatch.setenv("LOTHUB_INTEGRITY_STALL_S", "3")  # the demo ERP's events are days old:
+    monkeypatch.setenv("LOTHUB_INTEGRITY_TICK_S", "0.5")  # stalls go by the wall clock
+    worker = start_worker(settings)
+    events = build_scenario(demo_sites).events
+    (shipped,) = [
+        e for e in events if isinstance(e, TransferShipped) and e.transfer_id == "TO-9001"
+    ]
+    (received,) = [
+        e for e in events if isinstance(e, TransferReceived) and e.transfer_id == "TO-9001"
+    ]
+    publisher = KafkaPublisher(settings.producer_config(), make_serde(), settings.topics.raw)
+    publisher.publish([shipped])  # shipped on 4 Nov: long past the 72 h SLA
+
+    def open_rules() -> set[tuple[str, str]]:
+        return {
+            (a["rule"], a["subject"]) for items in alerts_by_rule(store).values() for a in items
+        }
+
+    wanted = {("source-stall", "source:erp-alp"), ("transfer-overdue", "transfer:TO-9001")}
+    wait_for(lambda: wanted <= open_rules(), 90, "the stall and the overdue transfer",
+             fail_if=lambda: worker.poll() is not None)  # fmt: skip
+    (overdue,) = alerts_by_rule(store)["transfer-overdue"]
+    assert overdue["lots"] == ["ALP:ALP-20261103-011"]
+    assert overdue["evidence_event_ids"] == [shipped.envelope.event_id]
+    opened = {a["alert_id"] for items in alerts_by_rule(store).values() for a in items
+              if (a["rule"], a["subject"]) in wanted}  # fmt: skip
+    assert len(opened) == 2
+
+    # BRK posts the receipt; the ALP ERP speaks again (and, silent after it, may stall anew:
+    # that is another alert, naming its new last event)
+    status = next(e for e in events if e.envelope.source.system_instance == "erp-alp"
+                  and type(e).__name__ == "LotStatusChanged")  # fmt: skip
+    publisher.publish([received, status])
+
+    def withdrawn() -> set[str]:
+        return {
+            a["alert_id"] for items in alerts_by_rule(store, "withdrawn").values() for a in items
+        }
+
+    wait_for(lambda: opened <= withdrawn(), 60, "both alerts to be withdrawn",
+             fail_if=lambda: worker.poll() is not None)  # fmt: skip

@@ -28,6 +28,7 @@ from streams.integrity import (
     facts_of,
     late_finding,
     step,
+    tick,
     unmapped_alert,
 )
 from streams.normalize import normalize
@@ -246,3 +247,77 @@ def test_facts_and_alerts_round_trip(demo_sites: SitesConfig) -> None:
     assert decode_alert(encode_alert(alert)) == alert
     with pytest.raises(DecodeError, match="not an IntegrityAlert"):
         decode_alert(b"\xc3\x01garbage!")
+
+
+# --------------------------------------------------------------------------- clock-driven rules
+
+
+def test_a_silent_source_is_stalled_until_it_speaks_again() -> None:
+    th = Thresholds(stall_after=timedelta(hours=1))
+    state, subject = SubjectState(), "source:erp-alp"
+    seen = fact(FactRole.SEEN, 0, subject=subject)
+    step(state, [seen], th, NOW)
+    assert step(state, [tick(subject, NOW + timedelta(minutes=50))], th, NOW)[1] == [], (
+        "near miss: silent, but not yet for an hour"
+    )
+    later = NOW + timedelta(hours=2)
+    changed, (alert,) = step(state, [tick(subject, later)], th, later)
+    assert (changed, alert.rule, alert.state) == (True, Rule.SOURCE_STALL, AlertState.OPEN)
+    assert alert.evidence_event_ids == [seen.event_id], "the last event it sent"
+    assert step(state, [tick(subject, later)], th, later)[1] == [], "one alert per silence"
+    back = later + timedelta(minutes=1)
+    _, (withdrawn,) = step(state, [fact(FactRole.SEEN, 200, subject=subject)], th, back)
+    assert (withdrawn.alert_id, withdrawn.state) == (alert.alert_id, AlertState.WITHDRAWN)
+
+
+def test_a_source_with_its_own_limit_or_none_is_not_stalled_early() -> None:
+    subject = "source:lims-alp"
+    th = Thresholds(stall_after=None, stall_after_by_source={"lims-alp": timedelta(days=1)})
+    state = SubjectState()
+    step(state, [fact(FactRole.SEEN, 0, subject=subject)], th, NOW)
+    assert (
+        step(state, [tick(subject, NOW + timedelta(hours=5))], th, NOW + timedelta(hours=5))[1]
+        == []
+    )
+    late = NOW + timedelta(days=2)
+    assert [a.rule for a in step(state, [tick(subject, late)], th, late)[1]] == [Rule.SOURCE_STALL]
+    other = SubjectState()
+    step(other, [fact(FactRole.SEEN, 0, subject="source:erp-alp")], th, NOW)
+    assert step(other, [tick("source:erp-alp", late)], th, late)[1] == [], "no limit: never"
+
+
+def test_a_transfer_not_received_within_the_sla_is_overdue_until_received() -> None:
+    th = Thresholds(transfer_sla=timedelta(hours=72))
+    subject, state = "transfer:TO-9001", SubjectState()
+    ship = fact(FactRole.SHIP, 0, subject=subject, qty="1000")
+    step(state, [ship], th, NOW)
+    shipped_at = ship.at
+    assert step(state, [tick(subject, shipped_at)], th, shipped_at + timedelta(hours=71))[1] == []
+    overdue = shipped_at + timedelta(hours=73)
+    _, (alert,) = step(state, [tick(subject, overdue)], th, overdue)
+    assert (alert.rule, alert.lots) == (Rule.TRANSFER_OVERDUE, ["ALP:L1"])
+    assert step(state, [tick(subject, overdue)], th, overdue + timedelta(hours=1))[1] == [], (
+        "the same alert, not one per tick"
+    )
+    receipt = fact(FactRole.ORIGIN, 4500, subject=subject, lot="BRK:26313-01", qty="1000")
+    _, (withdrawn,) = step(state, [receipt], th, overdue + timedelta(hours=2))
+    assert (withdrawn.alert_id, withdrawn.state) == (alert.alert_id, AlertState.WITHDRAWN)
+
+
+def test_a_transfer_received_in_time_never_alerts() -> None:
+    th = Thresholds(transfer_sla=timedelta(hours=72))
+    subject, state = "transfer:TO-9002", SubjectState()
+    step(state, [fact(FactRole.SHIP, 0, subject=subject, qty="200")], th, NOW)
+    step(state, [fact(FactRole.ORIGIN, 60, subject=subject, lot="CRV:L26310A", qty="200")], th, NOW)
+    far = NOW + timedelta(days=30)
+    assert step(state, [tick(subject, far)], th, far)[1] == []
+
+
+def test_transfers_state_their_own_facts(demo_sites: SitesConfig) -> None:
+    from connectors.simulator import build_scenario
+    from schemas.model import TransferReceived, TransferShipped
+
+    events = [e for e in build_scenario(demo_sites).events
+              if isinstance(e, TransferShipped | TransferReceived)]  # fmt: skip
+    subjects = {f.subject for e in events for f in facts_of(normalize(e, demo_sites))}
+    assert {"transfer:TO-9001", "transfer:TO-9002"} <= subjects
