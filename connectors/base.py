@@ -196,6 +196,8 @@ class ConnectorStatus:
     last_error: str | None = None
     consecutive_errors: int = 0
     checkpoint: str | None = None
+    #: how far behind its source the last batch was (seconds from record change to delivery)
+    lag_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -206,7 +208,7 @@ class ConnectorStatus:
             "dead_lettered": self.dead_lettered,
             "last_success": self.last_success.isoformat() if self.last_success else None,
             "last_error": self.last_error, "consecutive_errors": self.consecutive_errors,
-            "checkpoint": self.checkpoint,
+            "checkpoint": self.checkpoint, "lag_s": self.lag_s,
         }  # fmt: skip
 
 
@@ -334,8 +336,9 @@ class Connector(Generic[P]):
         if last is not None:
             self.status.checkpoint = last.position.to_json()
             if last.changed_at is not None:
-                lag = (now - last.changed_at).total_seconds()
-                CHECKPOINT_LAG.labels(*self._labels).set(max(lag, 0.0))
+                lag = max((now - last.changed_at).total_seconds(), 0.0)
+                CHECKPOINT_LAG.labels(*self._labels).set(lag)
+                self.status.lag_s = round(lag, 3)
 
     def _dead_letter(self, record: SourceRecord[P], exc: DataError) -> None:
         log.warning(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+
 import faust
 
 from genealogy.store import GenealogyStore
 from lothub.settings import Settings
 from schemas.serde import make_serde
+from streams.integrity import Thresholds
 from streams.worker import WorkerDeps, create_app
 
 
@@ -21,7 +25,16 @@ def run_worker(settings: Settings) -> int:
         serde=make_serde(settings.schema_registry_url),
         store=store,
         stall_s=settings.worker_stall_timeout_s,
+        thresholds=Thresholds(
+            mass_gain_tolerance=Decimal(str(settings.integrity_mass_gain_tolerance)),
+            mass_loss_tolerance=Decimal(str(settings.integrity_mass_loss_tolerance)),
+            late_horizon=timedelta(seconds=settings.integrity_late_horizon_s),
+        ),
     )
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings.faust_config(), deps)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

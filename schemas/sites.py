@@ -101,6 +101,30 @@ class ConnectorSpec(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReconcileConfig(BaseModel):
+    """When ``lothub up`` reconciles, and how strictly (``[reconcile]`` in the file).
+
+    Example::
+
+        [reconcile]
+        interval_s = 900            # every 15 minutes; 0: only on demand (lothub reconcile)
+        jobs = ["on-hand", "disposition", "transfers", "capture"]
+        window_days = 7             # how far back `capture` re-reads the sources
+        transfer_sla_h = 72
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(default=0, ge=0)
+    #: the jobs a scheduled run takes (default: all)
+    jobs: list[str] | None = None
+    window_days: float = Field(default=7, gt=0, le=366)
+    tolerance: float = Field(default=0.001, ge=0)
+    relative_tolerance: float = Field(default=0.001, ge=0, lt=1)
+    transfer_sla_h: float = Field(default=72, gt=0)
+    status_grace_min: float = Field(default=60, ge=0)
+
+
 class SitesConfig(BaseModel):
     """Every site of the enterprise, by site code, and the connectors that feed the hub."""
 
@@ -108,6 +132,7 @@ class SitesConfig(BaseModel):
 
     sites: dict[str, SiteConfig]
     connectors: dict[str, ConnectorSpec] = Field(default_factory=dict)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
 
     @model_validator(mode="after")
     def _connector_sites_exist(self) -> SitesConfig:

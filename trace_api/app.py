@@ -25,6 +25,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.alerts import (
+    AlertFilter,
+    AlertNotFoundError,
+    AlertStateError,
+    ack_alert,
+    get_alert,
+    list_alerts,
+    resolve_alert,
+)
 from genealogy.audit import append as append_audit
 from genealogy.audit import entries as audit_entries
 from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
@@ -33,6 +42,7 @@ from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
 from genealogy.kpis import compute_kpis
 from genealogy.lots import lot_card, lot_history, search_lots
+from genealogy.operations import connector_health, lot_counts
 from genealogy.recall import (
     RecallRequest,
     RecallRequestError,
@@ -53,16 +63,20 @@ from genealogy.trace import (
     resolve_lot,
     trace,
 )
+from reconciler.runner import list_runs
+from schemas.alerts import Rule, Severity
 from trace_api.auth import (
     AccessControl,
     Permission,
     Principal,
     Role,
+    redact_alert,
     redact_recall,
     redact_refs,
     redact_trace,
 )
 from trace_api.kpi_metrics import KpiCollector
+from trace_api.ui import mount_ui
 
 PROBLEM = "application/problem+json"
 #: Named readiness checks supplied by whoever runs the API (broker, worker, ...).
@@ -142,6 +156,9 @@ Recaller = Annotated[Principal, Depends(_need(Permission.RECALL))]
 Exporter = Annotated[Principal, Depends(_need(Permission.EXPORT))]
 Auditor = Annotated[Principal, Depends(_need(Permission.AUDIT))]
 Operator = Annotated[Principal, Depends(_need(Permission.OPERATE))]
+AlertReader = Annotated[Principal, Depends(_need(Permission.ALERTS))]
+Triager = Annotated[Principal, Depends(_need(Permission.TRIAGE))]
+AlertStatus = Literal["open", "acknowledged", "resolved", "withdrawn", "unresolved"]
 
 
 def create_app(
@@ -188,6 +205,14 @@ def create_app(
     async def lot_not_found(request: Request, exc: LotNotFoundError) -> JSONResponse:
         return problem(404, "Lot not found", str(exc), request.url.path)
 
+    @app.exception_handler(AlertNotFoundError)
+    async def alert_not_found(request: Request, exc: AlertNotFoundError) -> JSONResponse:
+        return problem(404, "Alert not found", str(exc), request.url.path)
+
+    @app.exception_handler(AlertStateError)
+    async def alert_state(request: Request, exc: AlertStateError) -> JSONResponse:
+        return problem(409, "Alert cannot change so", str(exc), request.url.path)
+
     @app.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
@@ -218,6 +243,18 @@ def create_app(
         body = generate_latest(metrics) + generate_latest(kpi_metrics)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/api/v1/reconcile/runs")
+    def reconcile_runs(
+        who: Operator,
+        job: Annotated[str | None, Query(max_length=40)] = None,
+        site: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Reconciliation runs, newest first: when, how long, what each found."""
+        total, runs = list_runs(store, limit=limit, offset=offset, job=job, site=site)
+        return {"total": total, "limit": limit, "offset": offset, "items": runs}
+
     @app.get("/api/v1/kpis")
     def kpis(
         who: Reader, site: Annotated[str | None, Query(max_length=40)] = None
@@ -240,14 +277,29 @@ def create_app(
 
     @app.get("/api/v1/whoami")
     def whoami(request: Request) -> dict[str, Any]:
-        """The caller's user, role and site (local mode says so)."""
-        who = _need(Permission.READ)(request)
+        """The caller's user, role, site and permissions (any valid key; local mode says so)."""
+        who = access.authenticate(request.headers)
+        if who is None:
+            raise StarletteHTTPException(401, "a valid API key is required",
+                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         return {
             "user": who.user,
             "role": who.role.value,
             "site": who.site,
             "local_mode": access.local_mode,
+            "permissions": sorted(p.value for p in Permission if who.can(p)),
         }
+
+    @app.get("/api/v1/stats")
+    def get_stats(who: Reader) -> dict[str, Any]:
+        """Lots by site and by status (a site user: its site's)."""
+        return lot_counts(store, site=who.site if who.role is Role.SITE_QUALITY else None)
+
+    @app.get("/api/v1/connectors")
+    def get_connectors(who: Operator) -> dict[str, Any]:
+        """Integration health per connector: last success, lag, counts, last error; worst first."""
+        items = connector_health(store)
+        return {"total": len(items), "items": items}
 
     @app.get("/api/v1/lots")
     def get_lots(
@@ -418,6 +470,75 @@ def create_app(
             recall_csv(packet), media_type="text/csv; charset=utf-8", headers=disposition
         )
 
+    def alert_scope(who: Principal) -> frozenset[str] | None:
+        return frozenset({who.site or ""}) if who.role is Role.SITE_QUALITY else None
+
+    def visible_alert(who: Principal, alert_id: str) -> dict[str, Any]:
+        """The alert, if ``who`` may see it; otherwise exactly as if it did not exist."""
+        alert = get_alert(store, alert_id)
+        scope = alert_scope(who)
+        if scope is not None and not scope & set(alert["sites"]):
+            raise AlertNotFoundError(f"no integrity alert {alert_id!r}")
+        return alert
+
+    @app.get("/api/v1/alerts")
+    def get_alerts(
+        request: Request,
+        who: AlertReader,
+        status: AlertStatus | None = None,
+        rule: Rule | None = None,
+        severity: Severity | None = None,
+        site: Annotated[str | None, Query(max_length=200)] = None,
+        lot: Annotated[str | None, Query(max_length=200, description="lot id or any alias")] = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        """Integrity alerts, newest first, filtered (a site user sees those naming its site).
+
+        ``status``: open (nobody looked yet), acknowledged, resolved, withdrawn (the
+        condition no longer holds), unresolved (open or acknowledged). ``since`` and
+        ``until`` bound the first detection time.
+        """
+        if since is not None and until is not None and until <= since:
+            return problem(422, "Invalid request", "until must be after since", request.url.path)
+        found = AlertFilter(
+            status=status, rule=rule.value if rule else None,
+            severity=severity.value if severity else None, site=site,
+            lot_id=visible_lot(who, lot) if lot else None, since=since, until=until,
+            visible_sites=alert_scope(who),
+        )  # fmt: skip
+        total, items = list_alerts(store, found, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset,
+                "items": [redact_alert(a, who, access) for a in items]}  # fmt: skip
+
+    @app.get("/api/v1/alerts/{alert_id}")
+    def get_one_alert(who: AlertReader, alert_id: str) -> Any:
+        """One integrity alert with its evidence and who acknowledged or resolved it."""
+        return redact_alert(visible_alert(who, alert_id), who, access)
+
+    @app.post("/api/v1/alerts/{alert_id}/ack")
+    def post_ack(who: Triager, alert_id: str, body: AlertAction) -> Any:
+        """Take an open alert on (409 if it is no longer open)."""
+        visible_alert(who, alert_id)
+        alert = ack_alert(store, alert_id, user=who.user, comment=body.comment)
+        audit(who, "alert.ack", "integrity alert acknowledged", f"alert/{alert_id}",
+              comment=body.comment)  # fmt: skip
+        return redact_alert(alert, who, access)
+
+    @app.post("/api/v1/alerts/{alert_id}/resolve")
+    def post_resolve(request: Request, who: Triager, alert_id: str, body: AlertAction) -> Any:
+        """Resolve an open or acknowledged alert; the comment says what was done."""
+        if not body.comment.strip():
+            return problem(422, "Invalid request", "say in comment what resolved the alert",
+                           request.url.path)  # fmt: skip
+        visible_alert(who, alert_id)
+        alert = resolve_alert(store, alert_id, user=who.user, comment=body.comment)
+        audit(who, "alert.resolve", "integrity alert resolved", f"alert/{alert_id}",
+              comment=body.comment)  # fmt: skip
+        return redact_alert(alert, who, access)
+
     @app.get("/api/v1/audit")
     def get_audit(
         who: Auditor,
@@ -428,7 +549,16 @@ def create_app(
         total, items = audit_entries(store, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
+    mount_ui(app)
     return app
+
+
+class AlertAction(BaseModel):
+    """Acknowledging or resolving an alert: what the person says about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(default="", max_length=2000)
 
 
 class RecallBody(BaseModel):

@@ -3,11 +3,15 @@
 Roles:
 
 ======================  =================================================================
-``ENTERPRISE_QUALITY``  every site: genealogy, recalls, exports, metrics
-``SITE_QUALITY``        own site; other sites' lots appear redacted in traces and recalls
-``INTEGRATION_ADMIN``   metrics and operations; no lot details
-``AUDITOR``             every site read-only, exports, the audit trail
+``ENTERPRISE_QUALITY``  every site: genealogy, recalls, exports, metrics, alerts (and triage)
+``SITE_QUALITY``        own site; other sites' lots appear redacted in traces and recalls;
+                        the alerts naming its site (and triage of them)
+``INTEGRATION_ADMIN``   metrics and operations; integrity alerts (and triage); no lot details
+``AUDITOR``             every site read-only, exports, the audit trail, alerts (no triage)
 ======================  =================================================================
+
+*Triage* is acknowledging and resolving integrity alerts: the people who act on them
+(quality, and integration admins for interface faults) may; auditors only read.
 
 Keys are configured in a TOML file (``LOTHUB_API_KEYS_FILE``) by their SHA-256, never
 in clear::
@@ -54,20 +58,22 @@ class Permission(StrEnum):
     EXPORT = "export"  # FSMA 204, recall exports
     AUDIT = "audit"  # the audit trail
     OPERATE = "operate"  # metrics, integration health
+    ALERTS = "alerts"  # read integrity alerts
+    TRIAGE = "triage"  # acknowledge and resolve integrity alerts
     INGEST = "ingest"  # push plant data: B2MML, EPCIS capture (/intake/...)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ENTERPRISE_QUALITY: frozenset(
-        {Permission.READ, Permission.RECALL, Permission.EXPORT, Permission.OPERATE}
-    ),
-    Role.SITE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT}),
-    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE, Permission.INGEST}),
-    Role.AUDITOR: frozenset(
-        {Permission.READ, Permission.RECALL, Permission.EXPORT, Permission.AUDIT}
-    ),
+    Role.ENTERPRISE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
+                                        Permission.OPERATE, Permission.ALERTS, Permission.TRIAGE}),
+    Role.SITE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
+                                  Permission.ALERTS, Permission.TRIAGE}),
+    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE, Permission.INGEST, Permission.ALERTS,
+                                       Permission.TRIAGE}),
+    Role.AUDITOR: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
+                             Permission.AUDIT, Permission.ALERTS}),
     Role.LOCAL: frozenset(Permission),
-}
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -219,3 +225,27 @@ def redact_recall(packet: dict[str, Any], who: Principal, access: AccessControl)
         "in_transit": [t for t in packet["in_transit"] if t["lot_id"] not in hidden],
         "gaps": [g for g in packet["gaps"] if g["lot_id"] not in hidden],
     }
+
+
+def redact_alert(alert: dict[str, Any], who: Principal, access: AccessControl) -> dict[str, Any]:
+    """An alert as ``who`` may see it: other sites' lot ids become tokens, in text too."""
+    if who.role is not Role.SITE_QUALITY:
+        return alert
+    hidden = sorted((lot for lot in alert["lots"] if not who.sees(lot.split(":", 1)[0])),
+                    key=len, reverse=True)  # fmt: skip
+    if not hidden:
+        return alert
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for lot in hidden:  # longest first: no id is a prefix of a longer one's token
+                value = value.replace(lot, access.token(lot))
+            return value
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    out: dict[str, Any] = clean(alert)
+    return out

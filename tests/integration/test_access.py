@@ -75,13 +75,16 @@ ENDPOINTS = [
     ("GET", "/api/v1/audit", "audit"),
     ("GET", "/api/v1/kpis", "read"),
     ("GET", "/metrics", "operate"),
+    ("GET", "/api/v1/alerts", "alerts"),
+    ("GET", "/api/v1/connectors", "operate"),
+    ("GET", "/api/v1/stats", "read"),
 ]
 GRANTS = {
-    "eq": {"read", "export", "recall", "operate"},
-    "sq-alp": {"read", "export", "recall"},
-    "sq-brk": {"read", "export", "recall"},
-    "admin": {"operate"},
-    "auditor": {"read", "export", "recall", "audit"},
+    "eq": {"read", "export", "recall", "operate", "alerts"},
+    "sq-alp": {"read", "export", "recall", "alerts"},
+    "sq-brk": {"read", "export", "recall", "alerts"},
+    "admin": {"operate", "alerts"},
+    "auditor": {"read", "export", "recall", "audit", "alerts"},
 }
 
 

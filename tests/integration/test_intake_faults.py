@@ -204,13 +204,14 @@ def test_a_missing_drop_folder_is_reported_then_picked_up(
     watcher = threading.Thread(target=intake.watch, args=(stop,), daemon=True)
     watcher.start()
     try:
-        wait_for(
-            lambda: sink.status.last_error is not None, 20, "the missing folder to be reported"
-        )
-        assert "does not exist" in (sink.status.last_error or "")
-        assert json.loads(checkpoints.statuses()["mes-share"][1] or "{}")["last_error"], (
-            "lothub connectors status shows it"
-        )
+
+        def stored_error() -> str | None:
+            status = checkpoints.statuses().get("mes-share", (None, None))[1]
+            return json.loads(status)["last_error"] if status else None
+
+        # what `lothub connectors status` shows
+        wait_for(lambda: stored_error() is not None, 20, "the missing folder to be reported")
+        assert "does not exist" in (stored_error() or "")
         assert not drop.exists(), "the connector never creates the share itself"
         drop.mkdir(parents=True)
         message = batch_message(7)
