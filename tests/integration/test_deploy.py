@@ -595,6 +595,9 @@ def test_dashboards_are_where_the_provider_loads_them(deployed: Path) -> None:
     }
     assert Path(mounts[provider["options"]["path"]]) == deployed / "grafana" / "dashboards"
     assert Path(mounts["/etc/grafana/provisioning"]) == deployed / "grafana" / "provisioning"
+    home = Path(resolved(deployed)["services"]["grafana"]["environment"][
+        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])  # fmt: skip
+    assert (Path(mounts[str(home.parent)]) / home.name).is_file()
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
