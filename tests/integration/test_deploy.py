@@ -29,14 +29,14 @@ from trace_api.auth import AccessControl, Permission
 DEPLOY = ROOT / "deploy"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def tools() -> None:
     """docker-compose and promtool, installed by the script ``make test`` runs."""
     subprocess.run(["bash", str(ROOT / "scripts" / "ensure-deploy-tools.sh")], check=True)
 
 
 @pytest.fixture
-def deployed(tmp_path: Path, tools: None) -> Path:
+def deployed(tmp_path: Path) -> Path:
     """A copy of deploy/ after ``init-secrets.sh``, as an operator would have it."""
     target = tmp_path / "deploy"
     shutil.copytree(DEPLOY, target)
