@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import tomllib
@@ -47,10 +48,14 @@ def deployed(tmp_path: Path) -> Path:
 
 
 def compose(deploy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``docker-compose -f docker-compose.yml <args>`` in ``deploy`` (reads its .env)."""
+    """``docker-compose -f docker-compose.yml <args>`` in ``deploy`` (reads its .env).
+
+    Only PATH is passed on: a variable of the caller's environment would override .env.
+    """
     return subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", *args],
         cwd=deploy,
+        env={"PATH": os.environ["PATH"]},
         capture_output=True,
         text=True,
         timeout=60,
