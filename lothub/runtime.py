@@ -384,6 +384,8 @@ class Hub:
         self.worker = None
         if self.store is not None:
             self.store.close()
+        if self.access is not None:
+            self.access.close()
         if self.broker is not None:
             self.broker.stop()
 
