@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck postgres browser bench clean
+.PHONY: setup demo test lint typecheck postgres browser deploy-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ postgres:
 browser:
 	@bash scripts/ensure-chromium.sh
 
+## docker-compose and promtool for the deploy/ tests (scripts/ensure-deploy-tools.sh says what it installs)
+deploy-tools:
+	@bash scripts/ensure-deploy-tools.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -36,7 +40,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 ## lint, type-check, then every test tier (the conftest starts the embedded broker)
-test: setup postgres browser lint typecheck
+test: setup postgres browser deploy-tools lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup postgres

@@ -83,6 +83,12 @@ CHECKPOINT_LAG = Gauge(
     "Age of the newest source record behind the checkpoint",
     _LABELS,
 )
+#: alert rules judge the age of the last success against it (push intakes have none)
+POLL_INTERVAL = Gauge(
+    "lothub_connector_poll_interval_seconds",
+    "How often a polling connector reads its source",
+    _LABELS,
+)
 
 
 class Position(Protocol):
@@ -247,6 +253,7 @@ class Connector(Generic[P]):
             name=source.name, site=source.site, system=source.system_kind.value
         )
         self._labels = (source.site, source.system_kind.value, source.name)
+        POLL_INTERVAL.labels(*self._labels).set(poll_interval_s)
         self.max_in_flight = max_in_flight
         #: where the position is stored: the source's name, or e.g. a backfill's own key
         self.checkpoint_key = checkpoint_key or source.name
