@@ -49,7 +49,7 @@ RULES: dict[str, Rule] = {
     "capture": Rule.RECONCILE_CAPTURE,
 }
 
-_LABELS = ("job", "site")
+_LABELS = ("check", "site")
 MISMATCHES = Gauge("lothub_reconcile_mismatches", "Mismatches the last run found", _LABELS)
 LAST_RUN = Gauge(
     "lothub_reconcile_last_run_timestamp_seconds", "When the job last ran for the site", _LABELS

@@ -373,7 +373,7 @@ def unknown_names(expr: str, metrics: dict[str, set[str]], strings: set[str]) ->
         if sel.name not in metrics:
             problems.append(f"metric {sel.name}")
             continue
-        # the hub's own `job` label is stored as exported_job (the scrape job keeps `job`)
+        # the hub's own `job` label is stored as check (the scrape job keeps `job`)
         labels = metrics[sel.name] - TARGET_LABELS | {
             f"exported_{t}" for t in metrics[sel.name] & TARGET_LABELS
         }
