@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck postgres bench clean
+.PHONY: setup demo test lint typecheck postgres browser deploy-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: setup
 postgres:
 	@bash scripts/ensure-postgres.sh
 
+## install Debian's chromium if missing (the UI's end-to-end tests drive it through Playwright)
+browser:
+	@bash scripts/ensure-chromium.sh
+
+## docker-compose and promtool for the deploy/ tests (scripts/ensure-deploy-tools.sh says what it installs)
+deploy-tools:
+	@bash scripts/ensure-deploy-tools.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,7 +40,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 ## lint, type-check, then every test tier (the conftest starts the embedded broker)
-test: setup postgres lint typecheck
+test: setup postgres browser deploy-tools lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup postgres

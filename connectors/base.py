@@ -93,6 +93,12 @@ CHECKPOINT_LAG = Gauge(
     "Age of the newest source record behind the checkpoint",
     _LABELS,
 )
+#: alert rules judge the age of the last success against it (push intakes have none)
+POLL_INTERVAL = Gauge(
+    "lothub_connector_poll_interval_seconds",
+    "How often a polling connector reads its source",
+    _LABELS,
+)
 
 
 class Position(Protocol):
@@ -213,6 +219,8 @@ class ConnectorStatus:
     last_error: str | None = None
     consecutive_errors: int = 0
     checkpoint: str | None = None
+    #: how far behind its source the last batch was (seconds from record change to delivery)
+    lag_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -223,7 +231,7 @@ class ConnectorStatus:
             "dead_lettered": self.dead_lettered,
             "last_success": self.last_success.isoformat() if self.last_success else None,
             "last_error": self.last_error, "consecutive_errors": self.consecutive_errors,
-            "checkpoint": self.checkpoint,
+            "checkpoint": self.checkpoint, "lag_s": self.lag_s,
         }  # fmt: skip
 
 
@@ -269,6 +277,7 @@ class Connector(Generic[P]):
             name=source.name, site=source.site, system=source.system_kind.value
         )
         self._labels = (source.site, source.system_kind.value, source.name)
+        POLL_INTERVAL.labels(*self._labels).set(poll_interval_s)
         #: About a second of a connector's throughput: enough to go on reading and mapping
         #: while the producer starts (its idempotent id takes ~0.5 s) or the broker is slow,
         #: far below librdkafka's own queue (100,000 messages). A failure re-sends them all.
@@ -396,8 +405,9 @@ class Connector(Generic[P]):
         if last is not None:
             self.status.checkpoint = last.position.to_json()
             if last.changed_at is not None:
-                lag = (now - last.changed_at).total_seconds()
-                CHECKPOINT_LAG.labels(*self._labels).set(max(lag, 0.0))
+                lag = max((now - last.changed_at).total_seconds(), 0.0)
+                CHECKPOINT_LAG.labels(*self._labels).set(lag)
+                self.status.lag_s = round(lag, 3)
 
     def _dead_letter(self, record: SourceRecord[P], exc: DataError) -> None:
         log.warning(

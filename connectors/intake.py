@@ -77,6 +77,9 @@ class PushSink(Protocol):
     def dead_letter(self, data: bytes, reason: str, *, position: str = "") -> None:
         """Park an unusable message with its reason; raise if it could not be kept."""
 
+    def report_error(self, exc: Exception) -> None:
+        """Record a fault of the source side (a drop folder that is gone) in the status."""
+
     def close(self) -> None:
         """Release what the sink holds."""
 
@@ -118,7 +121,7 @@ class IntakeSink:
         try:
             self.publisher.publish(events, timeout_s=self.flush_timeout_s)
         except RetriableError as exc:
-            self._failed(exc)
+            self.report_error(exc)
             raise
         now = datetime.now(UTC)
         EVENTS_PUBLISHED.labels(*self._labels).inc(len(events))
@@ -143,7 +146,7 @@ class IntakeSink:
             self.dead_letters.publish_bytes(self.name.encode(), data, headers=headers)
             self.dead_letters.flush(self.flush_timeout_s)
         except RetriableError as exc:
-            self._failed(exc)
+            self.report_error(exc)
             raise
         RECORDS_READ.labels(*self._labels).inc()
         RECORDS_DEAD_LETTERED.labels(*self._labels).inc()
@@ -163,7 +166,8 @@ class IntakeSink:
             if self.checkpoints is not None:
                 self.checkpoints.close()
 
-    def _failed(self, exc: Exception) -> None:
+    def report_error(self, exc: Exception) -> None:
+        """Count a fault (metrics, status); the caller retries."""
         SOURCE_ERRORS.labels(*self._labels, type(exc).__name__).inc()
         with self._lock:
             self.status.last_error = str(exc)

@@ -231,7 +231,8 @@ def _b2mml(name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[st
                 scan_drop_folder(path, handler, dead_letter=dead_letter, min_age_s=min_age_s)
                 return
             watch_drop_folder(path, handler, stop, dead_letter=dead_letter,
-                              poll_interval_s=spec.poll_interval_s, min_age_s=min_age_s)  # fmt: skip
+                              poll_interval_s=spec.poll_interval_s, min_age_s=min_age_s,
+                              on_error=sink.report_error)  # fmt: skip
 
     return Intake(name=name, kind="b2mml", site=spec.site, system=SystemKind.MES, app=app,
                   watch=watch, sink=sink, paths=("/b2mml",) if http else ())  # fmt: skip

@@ -78,6 +78,8 @@ class GroundTruth:
     aliases: dict[str, str] = field(default_factory=dict)
     #: lot id -> enterprise status once everything arrived
     statuses: dict[str, str] = field(default_factory=dict)
+    #: (reconciliation job, lot) mismatches the plant systems' data must produce
+    mismatches: set[tuple[str, str]] = field(default_factory=set)
 
     def ancestors(self, lot: str) -> set[str]:
         """Every lot ``lot`` was made from, transitively (not itself)."""
@@ -695,6 +697,8 @@ def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
     (exports / "results-2026-11.csv").write_bytes(LIMS_ALP_CSV.encode("cp1252"))
     truth.aliases["LP-77120"] = "BRK:26313-01"
     truth.statuses["ALP:ALP-20261102-004"] = "ON_HOLD"
+    # ... while the ERP still shows it in quarantine: the LIMS decision never reached it
+    truth.mismatches.add(("disposition", "ALP:ALP-20261102-004"))
     fields = ", ".join(f'{k} = "{v}"' for k, v in LIMS_ALP_FIELDS.items())
     mes = ""
     for name, site, kind, names in (

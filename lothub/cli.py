@@ -6,6 +6,8 @@
     lothub demo [--check]         the hub plus the three-site simulator
     lothub worker                 one stream worker (``lothub up`` starts it for you)
     lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
+    lothub reconcile [--job J] [--site S] [--since D]
+                                  compare the plant systems, raise or withdraw gap alerts
     lothub db upgrade             create or upgrade the genealogy store schema
     lothub topics                 print the flow map
     lothub audit verify           detect edited or deleted audit records: topics, producers, consumers
@@ -56,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--since", required=True, type=_date, help="YYYY-MM-DD (plant local)")
     replay = sub.add_parser("replay-dlq", help="re-process parked raw events after a mapping fix")
     replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
+    rec = sub.add_parser(
+        "reconcile", help="compare what the plant systems say with each other and the hub"
+    )
+    rec.add_argument("--job", action="append", help="a job (repeatable; default: all): "
+                     "on-hand, consumption, disposition, transfers, capture")  # fmt: skip
+    rec.add_argument("--site", help="one site (default: every site)")
+    rec.add_argument("--since", type=_date, help="start of the period capture re-reads "
+                     "(YYYY-MM-DD, UTC; default: [reconcile] window_days ago)")  # fmt: skip
     db = sub.add_parser("db", help="genealogy store schema")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("topics", help="print the flow map")
@@ -129,7 +139,8 @@ def _run(args: argparse.Namespace, settings: object) -> int:
                       "machine, API bound to loopback only (set LOTHUB_API_KEYS_FILE to require keys)",
                       flush=True)  # fmt: skip
             print(
-                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
+                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs, web UI at "
+                f"{hub.api_url}/ui/); Ctrl-C stops it",
                 flush=True,
             )
             hub.supervise()
@@ -149,6 +160,8 @@ def _run(args: argparse.Namespace, settings: object) -> int:
 
         print("\n".join(replay_dead_letters(settings, dry_run=args.dry_run).lines()))
         return 0
+    if args.command == "reconcile":
+        return _reconcile(args, settings)
     if args.command == "db":
         from genealogy.store import GenealogyStore
 
@@ -181,6 +194,34 @@ def _run(args: argparse.Namespace, settings: object) -> int:
             )
         return 0
     raise AssertionError(args.command)  # argparse only lets known commands through
+
+
+def _reconcile(args: argparse.Namespace, settings: Any) -> int:
+    """Run the reconciliation once; one line per job and site, then the mismatches."""
+    from datetime import UTC
+
+    from genealogy.store import GenealogyStore
+    from lothub.reconcile import reconcile
+
+    since = (
+        args.since.replace(tzinfo=UTC) if args.since and args.since.tzinfo is None else args.since
+    )
+    store = GenealogyStore.connect(settings.store_url)
+    try:
+        store.migrate()
+        results = reconcile(settings, store, jobs=args.job, site=args.site, since=since)
+    finally:
+        store.close()
+    failed = False
+    for r in results:
+        state = f"ERROR {r.error}" if r.error else f"{len(r.mismatches)} mismatch(es)"
+        print(f"{r.job:<12} {r.site:<6} {state}; {r.opened} alert(s) opened, "
+              f"{r.withdrawn} withdrawn; {r.duration_ms} ms")  # fmt: skip
+        failed = failed or r.error is not None
+    for r in results:
+        for m in r.mismatches:
+            print(f"  {m.job} {m.site}: {m.summary}")
+    return 1 if failed else 0
 
 
 def _connectors(args: argparse.Namespace, settings: Any) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,15 @@ from connectors.simulator import (
     mes_drop_folder,
     write_plant_systems,
 )
+from lothub.reconcile import reconcile
 from lothub.runtime import Hub
 from lothub.settings import Settings, demo_sites_path
+from reconciler.jobs import Mismatch
 from schemas.errors import DataError
 from schemas.serde import Serde, make_serde
 
+#: the scenario happens in November 2026
+SCENARIO_START = datetime(2026, 11, 1, tzinfo=UTC)
 #: kilograms a traced quantity may differ from the truth (unit conversions round)
 TOLERANCE_KG = Decimal("0.001")
 
@@ -224,6 +229,16 @@ def run_scenario(
             time.sleep(1.0)
 
 
+def reconcile_once(hub: Hub) -> list[Mismatch]:
+    """Run every reconciliation job over the scenario's month; the mismatches found."""
+    assert hub.store is not None
+    results = reconcile(hub.settings, hub.store, since=SCENARIO_START)
+    errors = [f"{r.job}@{r.site}: {r.error}" for r in results if r.error]
+    if errors:
+        raise RuntimeError(f"reconciliation failed: {'; '.join(errors)}")
+    return [m for r in results for m in r.mismatches]
+
+
 def run_demo(settings: Settings, *, check: bool) -> int:
     """Start the hub, play the scenario; with ``check`` verify and exit, else keep serving."""
     started = time.monotonic()
@@ -260,8 +275,17 @@ def run_demo(settings: Settings, *, check: bool) -> int:
             f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}",
             flush=True,
         )
+        print(f"  web UI on {hub.api_url}/ui/", flush=True)
         verdict, dead, mes = run_scenario(hub, scenario, plants=plants)
         dead_ok = dead == scenario.expected_dead_letters
+        findings = reconcile_once(hub)
+        found = {(m.job, m.lots[0] if m.lots else m.key) for m in findings}
+        for m in findings:
+            print(f"  reconciliation: {m.job} {m.site}: {m.summary}", flush=True)
+        if found != scenario.truth.mismatches:
+            mes.append(
+                f"reconciliation found {sorted(found)}, expected {sorted(scenario.truth.mismatches)}"
+            )
         elapsed = time.monotonic() - started
         if check:
             for failure in [*verdict.failures, *mes]:
@@ -272,6 +296,7 @@ def run_demo(settings: Settings, *, check: bool) -> int:
                 )
             status = "PASS" if verdict.ok and dead_ok and not mes else "FAIL"
             mes_note = "" if plants is None else f", {len(scenario.mes_messages)} MES messages"
+            mes_note += f", {len(found)} reconciliation mismatch(es)"
             print(
                 f"demo check: {status} - {verdict.checked - len(verdict.failures)}/{verdict.checked} "
                 f"traces right, {len(dead)}/{len(scenario.expected_dead_letters)} dead letter(s) as "
@@ -287,6 +312,7 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         print(f"        curl '{hub.api_url}/api/v1/lots/L26312B/trace?direction=backward'")
         if plants is not None:
             print(f"  MES drop folders: {mes_drop_folder(plants, 'mes-alp')} (and mes-crv-drop)")
+        print(f"  Genealogy in the web UI: {hub.api_url}/ui/#/lot/{lot}")
         print(f"  API docs: {hub.api_url}/docs    Stop with Ctrl-C.", flush=True)
         hub.supervise()
         return 0

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from connectors.intake import Intake
 from genealogy.store import GenealogyStore
 from lothub.connectors import ConnectorThreads
+from lothub.reconcile import ReconcileSchedule
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError, FatalError, LotHubError
 from streams.worker import HEARTBEAT_COMPONENT
@@ -146,7 +147,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
     new = [
-        NewTopic(name, num_partitions=spec.partitions, replication_factor=1)
+        NewTopic(
+            name, num_partitions=spec.partitions, replication_factor=1, config=dict(spec.config)
+        )
         for name, spec in wanted.items()
         if name not in existing
     ]
@@ -208,6 +211,7 @@ class Hub:
         self.worker: subprocess.Popen[bytes] | None = None
         self.store: GenealogyStore | None = None
         self.connectors: ConnectorThreads | None = None
+        self.reconcile: ReconcileSchedule | None = None
         self.access: AccessControl | None = None
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
@@ -244,6 +248,9 @@ class Hub:
         started = self.connectors.start()
         if started:
             log.info("connectors running: %s", ", ".join(started))
+        self.reconcile = ReconcileSchedule(self.settings, self.store)
+        if self.reconcile.start():
+            log.info("reconciliation every %.0f s", self.reconcile.interval_s)
         self._start_api()
 
     def _child_env(self) -> dict[str, str]:
@@ -369,12 +376,16 @@ class Hub:
             self._server.should_exit = True
             if self._server_thread is not None:
                 self._server_thread.join(timeout=10)
+        if self.reconcile is not None:
+            self.reconcile.stop()
         if self.connectors is not None:
             self.connectors.stop()
         _terminate(self.worker)
         self.worker = None
         if self.store is not None:
             self.store.close()
+        if self.access is not None:
+            self.access.close()
         if self.broker is not None:
             self.broker.stop()
 

@@ -115,6 +115,14 @@ class TransformationKind(StrEnum):
     RELABEL = "RELABEL"
 
 
+class OutputRole(StrEnum):
+    """What a batch output is (ISA-95 material use): the product, a co- or a by-product."""
+
+    PRODUCT = "PRODUCT"
+    CO_PRODUCT = "CO_PRODUCT"
+    BY_PRODUCT = "BY_PRODUCT"
+
+
 class AdjustmentKind(StrEnum):
     """Why on-hand inventory of a lot changed outside a transaction."""
 
@@ -336,6 +344,8 @@ class MaterialProduced(LotEventBase):
     item: Item
     quantity: Quantity
     reference_document: DocumentRef
+    #: the batch's product, or a co-/by-product of it (added in schema version 2)
+    role: OutputRole = OutputRole.PRODUCT
 
 
 class QcSampleTaken(LotEventBase):
@@ -466,6 +476,8 @@ class LotAliasLinked(LotEventBase):
     lot: NonEmpty
     alias_kind: NonEmpty
     alias: NonEmpty
+    #: how much of the lot goes by the alias (a drum, a pallet), if the source says
+    quantity: Quantity | None = None
 
 
 class EventCorrected(LotEventBase):

@@ -4,7 +4,10 @@ Two wire formats, chosen by configuration:
 
 * :class:`SingleObjectSerde` (default): Avro single-object encoding, i.e.
   ``C3 01`` + the writer schema's 8-byte little-endian CRC-64-AVRO fingerprint + the
-  Avro body. The fingerprint is resolved against the schemas in ``schemas/avro/``.
+  Avro body. The fingerprint is resolved against the schemas in ``schemas/avro/`` and
+  the earlier versions kept in ``schemas/avro/history/``: an event written by an older
+  connector is read with Avro schema resolution into the current model, so a rolling
+  upgrade never parks in-flight events (the evolution gate keeps versions compatible).
 * :class:`ConfluentSerde`: the Confluent wire format (magic byte + registry id),
   through confluent-kafka's schema-registry client; ``mock://`` URLs work in tests.
 
@@ -51,6 +54,11 @@ def avro_dir() -> Path:
     return Path(__file__).parent / "avro"
 
 
+def history_dir(folder: Path | None = None) -> Path:
+    """Earlier versions of the event schemas, each self-contained: ``<Type>.<fp>.avsc``."""
+    return (folder or avro_dir()) / "history"
+
+
 @dataclass(frozen=True, slots=True)
 class EventSchema:
     """One event type's parsed schema, canonical form and fingerprint."""
@@ -62,6 +70,8 @@ class EventSchema:
     compiled: Any
     canonical: str
     fingerprint: bytes
+    #: the current schema of the type, when this one is an earlier version (history)
+    reader: Any = None
     #: the body writer compiled for this schema and its model; None if it cannot be compiled
     encoder: Callable[[BaseModel], bytes] | None = None
 
@@ -83,9 +93,11 @@ class EventSchema:
 class SchemaCatalog:
     """Every event schema, by short event-type name and by fingerprint."""
 
-    def __init__(self, schemas: dict[str, EventSchema]) -> None:
+    def __init__(
+        self, schemas: dict[str, EventSchema], earlier: tuple[EventSchema, ...] = ()
+    ) -> None:
         self.by_name = schemas
-        self.by_fingerprint = {s.fingerprint: s for s in schemas.values()}
+        self.by_fingerprint = {s.fingerprint: s for s in (*earlier, *schemas.values())}
 
     @classmethod
     def load(cls, folder: Path | None = None) -> SchemaCatalog:
@@ -125,7 +137,21 @@ def _load_catalog(folder: Path) -> SchemaCatalog:
             fingerprint=int(fp_hex, 16).to_bytes(8, "little"),
             encoder=_compile(parsed, event_type, models),
         )
-    return SchemaCatalog(schemas)
+    earlier = []
+    for path in sorted(history_dir(folder).glob("*.avsc")):
+        old = json.loads(path.read_text(encoding="utf-8"))
+        name = str(old.get("name", "")).rsplit(".", 1)[-1] if isinstance(old, dict) else ""
+        current = schemas.get(name)
+        if current is None:
+            raise EventValidationError(f"history schema {path.name} is not of a known event type")
+        canonical = fastavro.schema.to_parsing_canonical_form(old)
+        fingerprint = int(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"), 16)
+        earlier.append(EventSchema(
+            name=current.name, parsed=old, compiled=fastavro.parse_schema(old),
+            canonical=canonical, fingerprint=fingerprint.to_bytes(8, "little"),
+            reader=current.compiled,
+        ))  # fmt: skip
+    return SchemaCatalog(schemas, tuple(earlier))
 
 
 def _compile(
@@ -184,7 +210,9 @@ class SingleObjectSerde:
                 **where,
             )
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), schema.compiled)
+            record = fastavro.schemaless_reader(
+                io.BytesIO(data[_HEADER_LEN:]), schema.compiled, schema.reader
+            )
         except Exception as exc:  # fastavro raises bare EOFError, ValueError, IndexError...
             raise DecodeError(f"{schema.name} body is corrupt: {exc!r}", **where) from exc
         return _to_event(schema.name, record, where)

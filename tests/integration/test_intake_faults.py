@@ -5,6 +5,7 @@ Real Tansu brokers, a real hub database, the real `lothub connectors run` proces
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -182,3 +183,49 @@ def test_broker_down_then_back_nothing_lost(
         [dropped, posted], "mes-down", sites
     )
     assert sink.status.consecutive_errors == 0, "the status recovers"
+
+
+def test_a_missing_drop_folder_is_reported_then_picked_up(
+    connector_wiring: tuple[Settings, CheckpointStore], tmp_path: Path
+) -> None:
+    settings, checkpoints = connector_wiring
+    drop = tmp_path / "share" / "drop"  # a network share that is not mounted yet
+    sites = load_sites(sites_file(tmp_path, drop, "mes-share"))
+    serde = make_serde()
+    sink = IntakeSink(
+        name="mes-share", site="ALP", system=SystemKind.MES,
+        publisher=KafkaPublisher(settings.producer_config(), serde, settings.topics.raw),
+        dead_letters=KafkaPublisher(settings.producer_config(), serde, settings.topics.connector_dlq),
+        checkpoints=CheckpointStore.connect(settings.store_url),
+    )  # fmt: skip
+    intake = build_intake("mes-share", sites, sink)
+    assert intake.watch is not None
+    stop = threading.Event()
+    watcher = threading.Thread(target=intake.watch, args=(stop,), daemon=True)
+    watcher.start()
+    try:
+
+        def stored_error() -> str | None:
+            status = checkpoints.statuses().get("mes-share", (None, None))[1]
+            return json.loads(status)["last_error"] if status else None
+
+        # what `lothub connectors status` shows
+        wait_for(lambda: stored_error() is not None, 20, "the missing folder to be reported")
+        assert "does not exist" in (stored_error() or "")
+        assert not drop.exists(), "the connector never creates the share itself"
+        drop.mkdir(parents=True)
+        message = batch_message(7)
+        (drop / "perf-7.xml").write_bytes(message)
+        wait_for(
+            lambda: (drop / "processed" / "perf-7.xml").exists(), 30, "the file after the outage"
+        )
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        sink.close()
+    events = [
+        serde.decode(m.value(), topic="raw", partition=m.partition(), offset=m.offset())
+        for m in read_topic(settings, settings.topics.raw, timeout_s=10)
+    ]
+    assert {e.envelope.event_id for e in events} == expected_ids([message], "mes-share", sites)
+    assert sink.status.consecutive_errors == 0

@@ -18,10 +18,13 @@ from schemas.errors import EventValidationError
 from schemas.model import (
     EVENT_TYPES,
     Location,
+    LotAliasLinked,
     LotEventBase,
     LotMoved,
     LotStatus,
     LotStatusChanged,
+    MaterialProduced,
+    OutputRole,
     QcResultRecorded,
     Quantity,
     Transformation,
@@ -116,6 +119,12 @@ def test_text_nulls_arrays_and_enum_members_in_text_fields() -> None:
         ),
         next(e for e in EVENTS if isinstance(e, QcResultRecorded)).model_copy(
             update={"numeric_result": None, "result_unit": None, "spec_min": Decimal("-0.5")}
+        ),
+        next(e for e in EVENTS if isinstance(e, MaterialProduced)).model_copy(
+            update={"role": OutputRole.BY_PRODUCT}
+        ),
+        next(e for e in EVENTS if isinstance(e, LotAliasLinked)).model_copy(
+            update={"quantity": Quantity(value=Decimal("12.5"), unit="KGM")}
         ),
     ]  # fmt: skip
     for event in events:

@@ -107,6 +107,9 @@ class Recorder:
     def dead_letter(self, data: bytes, reason: str, *, position: str = "") -> None:
         self.parked.append((data, reason, position))
 
+    def report_error(self, exc: Exception) -> None:
+        self.status.last_error = str(exc)
+
     def close(self) -> None:
         pass
 
