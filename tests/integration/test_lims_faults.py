@@ -101,8 +101,10 @@ def lims(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         path = tmp_path / f"sites-{kind}.toml"
         settings = (f'folder = "{exports.as_posix()}"\ndelimiter = ";"' if kind == "lims-csv"
                     else f'url = "{endpoint.url}"')  # fmt: skip
+        # a few batches in flight at most, so the first checkpoint comes long before the end
         path.write_text(demo_sites_path().read_text() + (
             f'\n[connectors.lab]\nkind = "{kind}"\nsite = "ALP"\nbatch_size = 100\n'
+            'max_in_flight_events = 300\n'
             f'poll_interval_s = 0.2\n[connectors.lab.settings]\n{settings}\n'
             'date_format = "%Y-%m-%dT%H:%M:%S"\n'
             'fields = { sample_id = "sample_id", lot = "lot", test = "test", result = "result", '
