@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck postgres bench clean
+.PHONY: setup demo test lint typecheck postgres browser deploy-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## run the whole hub on the embedded stack with the two-site simulator (ARGS=--check to verify and exit)
+## run the whole hub on the embedded stack with the three-site simulator (ARGS=--check to verify and exit)
 demo: setup
 	$(BIN)/lothub demo $(ARGS)
 
 ## start PostgreSQL if it is down (the integration tests need the real one)
 postgres:
 	@bash scripts/ensure-postgres.sh
+
+## install Debian's chromium if missing (the UI's end-to-end tests drive it through Playwright)
+browser:
+	@bash scripts/ensure-chromium.sh
+
+## docker-compose and promtool for the deploy/ tests (scripts/ensure-deploy-tools.sh says what it installs)
+deploy-tools:
+	@bash scripts/ensure-deploy-tools.sh
 
 lint: setup
 	$(BIN)/ruff check .
@@ -32,7 +40,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 ## lint, type-check, then every test tier (the conftest starts the embedded broker)
-test: setup postgres lint typecheck
+test: setup postgres browser deploy-tools lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup postgres

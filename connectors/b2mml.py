@@ -25,8 +25,8 @@ How a material actual becomes an event:
 
 * ``MaterialUse`` ``Consumed``, ``Material Consumed``, ``Consumable`` -> :class:`MaterialConsumed`;
   ``Produced``, ``Yield Produced``, ``Material Produced``, ``Co-product Produced``,
-  ``By-product Produced`` -> :class:`MaterialProduced` (the model has no field for the
-  co-/by-product role yet, so it is not carried). Samples and ``Inventoried`` are not
+  ``By-product Produced`` -> :class:`MaterialProduced`, with ``role`` ``CO_PRODUCT`` /
+  ``BY_PRODUCT`` for the last two (else ``PRODUCT``). Samples and ``Inventoried`` are not
   batch flows and are left out; an actual without ``MaterialLotID`` (water, energy) names
   nothing traceable and is left out; a lot with no or an ``Other`` use is an error.
 * ``batch_id`` is the order that joins consumption and production: the response's single
@@ -99,6 +99,7 @@ from schemas.model import (
     LotStatusChanged,
     MaterialConsumed,
     MaterialProduced,
+    OutputRole,
     Quantity,
     Source,
     SystemKind,
@@ -149,6 +150,11 @@ PRODUCED_USES = frozenset(
         "By-product Produced",
     }
 )
+#: What each production use makes of its lot (the rest: the batch's product).
+OUTPUT_ROLES = {
+    "Co-product Produced": OutputRole.CO_PRODUCT,
+    "By-product Produced": OutputRole.BY_PRODUCT,
+}
 #: Uses that move no material into or out of a batch (QC samples, stock counts).
 NOT_BATCH_FLOWS = frozenset(
     {"Destructive Sample", "Returned Sample", "Retained Sample", "Inventoried"}
@@ -671,18 +677,21 @@ class _Mapper:
         def build() -> LotEventBase:
             # Every model object is made in here, so a value the model refuses (too long,
             # too many digits) becomes an EventValidationError naming the actual.
-            return cls(
-                envelope=self.envelope(cls.__name__, key, occurred, published, batch.order),
-                batch_id=batch.batch_id,
-                kind=batch.kind,
-                location=self.location(chain),
-                lot=lot,
-                item=self.item(actual, where),
-                quantity=self.quantity(actual, where),
-                reference_document=DocumentRef(
+            common: dict[str, Any] = {
+                "envelope": self.envelope(cls.__name__, key, occurred, published, batch.order),
+                "batch_id": batch.batch_id,
+                "kind": batch.kind,
+                "location": self.location(chain),
+                "lot": lot,
+                "item": self.item(actual, where),
+                "quantity": self.quantity(actual, where),
+                "reference_document": DocumentRef(
                     doc_type=self.config.document_type, number=batch.order
                 ),
-            )
+            }
+            if cls is MaterialProduced:
+                return MaterialProduced(**common, role=OUTPUT_ROLES.get(use, OutputRole.PRODUCT))
+            return MaterialConsumed(**common)
 
         self.add(build, where, repeatable=False)
         for sublot in sublots:
@@ -950,12 +959,14 @@ def watch_drop_folder(
     poll_interval_s: float = 5.0,
     max_backoff_s: float = 300.0,
     min_age_s: float = 0.0,
+    on_error: Callable[[RetriableError], None] | None = None,
 ) -> None:
     """Scan ``folder`` every ``poll_interval_s`` until ``stop`` is set.
 
     Polling rather than file-system notifications: it works the same on network shares,
     where MES drop folders usually live. Transient faults (:class:`RetriableError`) are
-    retried with capped exponential back-off; anything else ends the loop.
+    reported to ``on_error`` and retried with capped exponential back-off; anything else
+    ends the loop.
     """
     delay = poll_interval_s
     while not stop.is_set():
@@ -964,6 +975,8 @@ def watch_drop_folder(
             delay = poll_interval_s
         except RetriableError as exc:
             log.warning("drop folder %s: %s; retrying in %.0f s", folder, exc, delay)
+            if on_error is not None:
+                on_error(exc)
             stop.wait(delay)
             delay = min(delay * 2, max_backoff_s)
             continue

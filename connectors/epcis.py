@@ -31,6 +31,14 @@ any other EPC (SSCC, GRAI, GIAI, …) or      one piece of a lot named by the UR
 unrecognised URI                            ``item`` the placeholder ``unknown``
 ==========================================  =====================================================
 
+**lothub's own URNs** (:mod:`schemas.epcis_vocab`, what ``GET /api/v1/exports/epcis`` writes
+for things without a GS1 identity) are read back to what they name: ``urn:lothub:lot:SITE:CODE``
+is lot ``CODE`` (its item code and supplier lot from the lot's master data), and
+``urn:lothub:loc:…``, ``urn:lothub:party:…``, ``urn:lothub:doc:TYPE:NUMBER`` and
+``urn:lothub:tf:…`` give back the location (and its site, unless ``location_sites`` says
+otherwise), party, reference document and transformation ids, so a hub's export re-imports as
+the same genealogy.
+
 Sites that receive EPCIS events need a ``lot_code_pattern`` accepting these codes (the
 normalizer upper-cases them), e.g. ``'^(URN:EPC:.+|HTTPS?://.+|[!-~]{1,20})$'`` (an AI 10 lot is at most 20 characters).
 
@@ -43,7 +51,9 @@ normalizer upper-cases them), e.g. ``'^(URN:EPC:.+|HTTPS?://.+|[!-~]{1,20})$'`` 
 ``bizStep``            raw lot event per object
 =====================  ==========================================================================
 ``receiving``          :class:`LotReceived`; :class:`TransferReceived` when a ``sourceList``
-                       location is mapped to another site of ours (``shipped_lot`` = same code)
+                       location is mapped to another site of ours (``shipped_lot`` = same code);
+                       :class:`CustomerReturn` with ``disposition`` ``returned`` (the source's
+                       owning party is the customer)
 ``shipping``           :class:`LotShipped`; :class:`TransferShipped` when a ``destinationList``
                        location is mapped to another site of ours
 ``commissioning``      :class:`MaterialProduced` (``PRODUCTION``): the objects come into being
@@ -57,15 +67,21 @@ anything else          no lot event (aliases and statuses below still apply)
 =====================  ==========================================================================
 
 * A ``parentID`` (aggregation, association, transaction) with action ``ADD`` or ``OBSERVE``
-  adds a :class:`LotAliasLinked` per object: ``alias`` = the parent as written,
+  adds a :class:`LotAliasLinked` per object (with the object's quantity, if it has one and
+  no receipt, shipment, ... of the same event carries it):
+  ``alias`` = the parent as written,
   ``alias_kind`` = its scheme (``SSCC``, ``GRAI``, ``GIAI``, ``SGLN``, else ``EPCIS_PARENT``),
   so a pallet or crate id finds the lots on it. ``DELETE`` cannot remove an alias: noted.
 * ``persistentDisposition``: every ``unset`` then every ``set`` value becomes a
   :class:`LotStatusChanged` per object with the site status code ``unset:<disposition>`` /
   ``<disposition>`` (map them under ``[sites.<code>.status_codes]``), ``reason_code`` = the
   ``bizStep`` (else ``persistentDisposition``), ``actor`` = :attr:`EpcisMapping.actor`.
-* ``TransformationEvent`` -> :class:`Transformation` (kind ``PRODUCTION``, ``REPACK`` for
-  ``repackaging``; ``transformation_id`` = ``transformationID``, else the event id). With only
+* ``TransformationEvent`` -> :class:`Transformation` (kind by
+  :attr:`EpcisMapping.transformation_kinds`, else ``PRODUCTION``; ``transformation_id`` =
+  ``transformationID``, else the event id). With ``bizStep`` ``receiving``, a ``sourceList``
+  location at another site of ours and as many inputs as outputs, it is a transfer received
+  under new lot codes: one :class:`TransferReceived` per input/output pair (the lot as shipped,
+  the lot as named here). With only
   inputs or only outputs (EPCIS lets one transformation span several events joined by
   ``transformationID``) -> :class:`MaterialConsumed` / :class:`MaterialProduced` with
   ``batch_id`` = ``transformationID``, which the store joins. A ``persistentDisposition``
@@ -146,10 +162,12 @@ from pydantic import ValidationError as PydanticValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from schemas import epcis_vocab
 from schemas.errors import ConfigurationError, DataError, EventValidationError
 from schemas.model import (
     AdjustmentKind,
     CorrectionAction,
+    CustomerReturn,
     DocumentRef,
     Envelope,
     EventCorrected,
@@ -353,9 +371,14 @@ class EpcisMapping:
     #: business transaction types (CBV short names), best first: the reference document and
     #: transfer id; types not listed rank after these, in the event's order
     document_types: tuple[str, ...] = ("desadv", "bol", "po", "inv", "prodorder", "rma")
-    #: transformation kind by ``bizStep`` (anything else: PRODUCTION)
+    #: transformation kind by ``bizStep`` (anything else: PRODUCTION); by default
+    #: ``repackaging`` and lothub's own bizSteps (:data:`schemas.epcis_vocab.TRANSFORMATION_BIZSTEPS`)
     transformation_kinds: Mapping[str, TransformationKind] = field(
-        default_factory=lambda: {"repackaging": TransformationKind.REPACK}
+        default_factory=lambda: {
+            step: kind
+            for kind, step in epcis_vocab.TRANSFORMATION_BIZSTEPS.items()
+            if kind is not TransformationKind.PRODUCTION
+        }
     )
     #: ``actor`` of statuses, corrections and destructions (default: the system instance)
     actor: str | None = None
@@ -505,7 +528,8 @@ class EpcisIdentifier:
 
     ``scheme`` is the EPC scheme (``sgtin``, ``lgtin``, ``sscc``, ...; ``""`` if the URI is not
     one this module reads); ``gtin`` the GTIN-14 of a trade item; ``lot`` its batch/lot;
-    ``serial`` its serial number; ``product_class`` the URN / Digital Link of the GTIN alone.
+    ``serial`` its serial number; ``product_class`` the URN / Digital Link of the GTIN alone;
+    ``site`` the hub site a lothub lot URN names (scheme ``lothub``).
     """
 
     uri: str
@@ -514,6 +538,7 @@ class EpcisIdentifier:
     lot: str | None = None
     serial: str | None = None
     product_class: str | None = None
+    site: str | None = None
 
 
 def gtin_check_digit(digits: str) -> str:
@@ -580,11 +605,15 @@ def _parse_digital_link(uri: str) -> EpcisIdentifier:
 def parse_identifier(uri: str) -> EpcisIdentifier:
     """Read an EPC URN (``urn:epc:id:…``, ``urn:epc:class:…``, ``urn:epc:idpat:…``) or Digital Link.
 
-    Anything else (a private URI) is returned with ``scheme=""``; the mapper then carries it
-    as written.
+    A lothub lot URN (``urn:lothub:lot:SITE:CODE``, :mod:`schemas.epcis_vocab`) is scheme
+    ``lothub`` with its lot code and site. Anything else (a private URI) is returned with
+    ``scheme=""``; the mapper then carries it as written.
     """
     if uri[:8].lower() == "urn:epc:":
         return _parse_urn(uri)
+    lothub = epcis_vocab.parse_urn(uri)
+    if lothub is not None and lothub[0] == "lot":
+        return EpcisIdentifier(uri, "lothub", lot=lothub[1][1], site=lothub[1][0])
     if uri[:7].lower() == "http://" or uri[:8].lower() == "https://":
         return _parse_digital_link(uri)
     return EpcisIdentifier(uri, "")
@@ -637,8 +666,20 @@ def document_events(doc: Mapping[str, Any]) -> tuple[list[Any], str]:
     return list(body.get("eventList") or []), "/epcisBody/eventList"
 
 
+_LOT_FACTS: Final = (epcis_vocab.ITEM_CODE_ATTRIBUTE, epcis_vocab.SUPPLIER_LOT_ATTRIBUTE)
+
+
+def _fact_key(attribute: str, element_id: str) -> str:
+    # "|" never stands unescaped in a URI, so these keys cannot meet an element id
+    return f"{attribute}|{element_id}"
+
+
 def _master_names(doc: Mapping[str, Any]) -> dict[str, str]:
-    """Names of locations, parties and products from the document's master data."""
+    """Names of locations, parties and products from the document's master data.
+
+    A lothub lot's item code and supplier lot (:data:`_LOT_FACTS`) are kept too, under
+    :func:`_fact_key`.
+    """
     vocabularies: list[Any] = []
     header = doc.get("epcisHeader")
     if isinstance(header, dict):
@@ -653,12 +694,22 @@ def _master_names(doc: Mapping[str, Any]) -> dict[str, str]:
             for attribute in element.get("attributes") or []:
                 local = re.split(r"[#:/]", str(attribute.get("id", "")))[-1]
                 value = attribute.get("attribute")
+                fact = attribute.get("id")
+                element_id = element.get("id")
+                if fact in _LOT_FACTS and isinstance(element_id, str) and isinstance(value, str):
+                    names.setdefault(_fact_key(fact, element_id), value.strip())
                 if local in _NAME_ATTRIBUTES and isinstance(value, str) and value.strip():
                     found.setdefault(local, value.strip())
             best = next((found[a] for a in _NAME_ATTRIBUTES if a in found), None)
             if best and isinstance(element.get("id"), str):
                 names.setdefault(element["id"], best)
     return names
+
+
+def _plain(uri: str, kind: str) -> str:
+    """The value a lothub URN of ``kind`` stands for (a party or batch id); others as written."""
+    lothub = epcis_vocab.parse_urn(uri)
+    return lothub[1][0] if lothub is not None and lothub[0] == kind else uri
 
 
 def _cbv(value: Any, vocabulary: str) -> str | None:
@@ -707,6 +758,8 @@ class _Object:
     counted: bool
     #: a serialised item of a stated lot (Digital Link /10/…/21/…): its URI becomes an alias
     serial_of_lot: bool = False
+    #: the hub site a lothub lot URN names
+    site: str | None = None
 
 
 class _EventMapper:
@@ -766,7 +819,11 @@ class _EventMapper:
         return None
 
     def _site_of(self, location_id: str | None) -> str | None:
-        return self.mapping.location_sites.get(location_id) if location_id else None
+        if not location_id:
+            return None
+        lothub = epcis_vocab.parse_urn(location_id)
+        own = lothub[1][0] if lothub and lothub[0] == "loc" and lothub[1][0] else None
+        return self.mapping.location_sites.get(location_id) or own
 
     def _location(self, location_id: str, site: str | None) -> Location:
         name = (
@@ -774,11 +831,13 @@ class _EventMapper:
             or self.names.get(location_id)
             or location_id
         )
-        return Location(location_id=location_id, name=name, site=self._site_of(location_id) or site)
+        lothub = epcis_vocab.parse_urn(location_id)
+        plain = lothub[1][1] if lothub and lothub[0] == "loc" else location_id
+        return Location(location_id=plain, name=name, site=self._site_of(location_id) or site)
 
     def _party(self, party_id: str) -> Party:
         name = self.mapping.party_names.get(party_id) or self.names.get(party_id) or party_id
-        return Party(party_id=party_id, name=name)
+        return Party(party_id=_plain(party_id, "party"), name=name)
 
     def _partner(self, list_name: str, key: str) -> tuple[Party, Location, str | None]:
         """The party, place and (if it is one of ours) site at one end of a movement."""
@@ -810,6 +869,9 @@ class _EventMapper:
             return DocumentRef(doc_type="EPCIS_EVENT", number=self.key)
         index, kind, uri = self.transactions[0]
         self.used_transactions.add(index)
+        lothub = epcis_vocab.parse_urn(uri)
+        if lothub is not None and lothub[0] == "doc":  # type and number as the hub had them
+            return DocumentRef(doc_type=lothub[1][0], number=lothub[1][1])
         return DocumentRef(doc_type=kind, number=uri)
 
     def batch_id(self) -> str:
@@ -826,7 +888,8 @@ class _EventMapper:
         configured = (self.mapping.item_descriptions.get(k) for k in keys)
         described = (self.names.get(k) for k in keys)
         description = next((d for d in (*configured, *described) if d), UNKNOWN_NAME)
-        return Item(item_code=ident.gtin or UNKNOWN_ID, description=description)
+        code = self.names.get(_fact_key(epcis_vocab.ITEM_CODE_ATTRIBUTE, ident.uri))
+        return Item(item_code=ident.gtin or code or UNKNOWN_ID, description=description)
 
     def objects(self, epc_list: str, quantity_list: str) -> list[_Object]:
         """The objects of one EPC list and one quantity list, in document order."""
@@ -837,7 +900,8 @@ class _EventMapper:
             objects.append(
                 _Object(
                     f"{self.pointer}/{epc_list}/{i}", ident.uri, ident.lot or ident.uri,
-                    self.item(ident), piece, counted=False, serial_of_lot=ident.lot is not None,
+                    self.item(ident), piece, counted=False,
+                    serial_of_lot=ident.lot is not None and ident.scheme != "lothub", site=ident.site,
                 )
             )  # fmt: skip
         for i, element in enumerate(self.event.get(quantity_list) or []):
@@ -854,7 +918,7 @@ class _EventMapper:
             objects.append(
                 _Object(
                     pointer, ident.uri, ident.lot or ident.uri, self.item(ident), quantity,
-                    counted=quantity is not None,
+                    counted=quantity is not None, site=ident.site,
                 )
             )  # fmt: skip
         return objects
@@ -959,7 +1023,12 @@ class _EventMapper:
         if self.parent and self.action in {"ADD", "OBSERVE"}:
             kind = _ALIAS_KINDS.get(parse_identifier(self.parent).scheme, "EPCIS_PARENT")
             for obj in objects:
-                self.add(LotAliasLinked, [obj], lot=obj.lot, alias_kind=kind, alias=self.parent)
+                # the alias says how much of the lot it covers unless a flow already carries it
+                quantity = obj.quantity if obj.pointer not in self.carried else None
+                self.add(
+                    LotAliasLinked, [obj], carries=quantity is not None, lot=obj.lot,
+                    alias_kind=kind, alias=self.parent, quantity=quantity,
+                )  # fmt: skip
         self.serial_aliases(objects)
         self.statuses(objects)
         self.unused(objects)
@@ -969,6 +1038,15 @@ class _EventMapper:
         quantity = self.need_quantity(obj, "receipt")
         supplier, ship_from, from_site = self._partner("sourceList", "source")
         document = self.document()
+        if self.disposition == "returned":
+            # A customer sends it back: the source's owner is the customer.
+            self.disposition_used = True
+            self.add(
+                CustomerReturn, [obj], carries=True,
+                lot=obj.lot, item=obj.item, quantity=quantity, customer=supplier,
+                receiving_location=self.here, reason_code="returned", reference_document=document,
+            )  # fmt: skip
+            return
         if from_site is not None and from_site != self.site:
             # From another site of ours: the lot keeps its code, the transfer links the two.
             self.add(
@@ -982,8 +1060,9 @@ class _EventMapper:
             LotReceived, [obj], carries=True,
             lot=obj.lot, item=obj.item, quantity=quantity, supplier=supplier,
             # A GS1 lot is the producer's and travels with the goods: ours is the supplier's.
-            supplier_lot=obj.lot, receiving_location=self.here, ship_from=ship_from,
-            reference_document=document,
+            supplier_lot=self.names.get(_fact_key(epcis_vocab.SUPPLIER_LOT_ATTRIBUTE, obj.uri))
+            or obj.lot,
+            receiving_location=self.here, ship_from=ship_from, reference_document=document,
         )  # fmt: skip
 
     def shipping(self, obj: _Object) -> None:
@@ -1045,7 +1124,7 @@ class _EventMapper:
         """Inputs into outputs; one side only joins its other side by transformationID."""
         inputs = self.objects(*_INPUT_FIELDS)
         outputs = self.objects(*_OUTPUT_FIELDS)
-        given = str(self.event.get("transformationID") or "").strip()
+        given = _plain(str(self.event.get("transformationID") or "").strip(), "tf")
         kind = self.mapping.transformation_kinds.get(
             self.bizstep or "", TransformationKind.PRODUCTION
         )
@@ -1057,7 +1136,9 @@ class _EventMapper:
                 for o in objects
             ]
 
-        if inputs and outputs:
+        if inputs and outputs and self.bizstep == "receiving" and self.relabelled(inputs, outputs):
+            pass  # each input/output pair became a TransferReceived
+        elif inputs and outputs:
             self.add(
                 Transformation, [*inputs, *outputs], carries=True,
                 kind=kind, transformation_id=given or self.key, location=self.here,
@@ -1078,6 +1159,26 @@ class _EventMapper:
         self.serial_aliases([*inputs, *outputs])
         self.statuses(outputs or inputs)
         self.unused([*inputs, *outputs])
+
+    def relabelled(self, inputs: Sequence[_Object], outputs: Sequence[_Object]) -> bool:
+        """A transfer received under a new lot code: the lot as shipped in, as named here out.
+
+        True if the source is another site of ours and inputs and outputs pair up one to one
+        (then each pair is a :class:`TransferReceived`); False leaves it a transformation.
+        """
+        _, ship_from, from_site = self._partner("sourceList", "source")
+        if from_site is None or from_site == self.site or len(inputs) != len(outputs):
+            return False
+        document = self.document()
+        for shipped, received in zip(inputs, outputs, strict=True):
+            self.add(
+                TransferReceived, [shipped, received], carries=True,
+                transfer_id=document.number, shipped_lot=shipped.lot,
+                shipped_lot_site=shipped.site or from_site, lot=received.lot, item=received.item,
+                quantity=self.need_quantity(received, "transfer receipt"), from_location=ship_from,
+                receiving_location=self.here, reference_document=document,
+            )  # fmt: skip
+        return True
 
     def serial_aliases(self, objects: Sequence[_Object]) -> None:
         """A Digital Link naming lot and serial maps to its lot; the serial stays findable."""

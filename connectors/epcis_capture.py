@@ -72,6 +72,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.epcis import (
     EpcisMapping,
+    EpcisMappingError,
     EpcisValidationError,
     UnmappedNote,
     document_events,
@@ -103,6 +104,8 @@ CAPTURE_LIMIT: Final = "epcisException:CaptureLimitExceededException"
 
 #: Takes the lot events of one capture job (e.g. publish and flush to the raw topic).
 EventSink = Callable[[list[LotEventBase]], None]
+#: Parks a document that cannot be (wholly) used, with the reason, on the dead-letter topic.
+DeadLetter = Callable[[bytes, str], None]
 
 
 def _utc(at: datetime) -> str:
@@ -244,10 +247,16 @@ def run_capture_job(
     sink: EventSink,
     mapping: EpcisMapping,
     jobs: CaptureJobs,
+    *,
+    raw: bytes = b"",
+    dead_letter: DeadLetter | None = None,
 ) -> None:
     """Map a validated document's events and hand them to ``sink`` as ``job`` says.
 
-    Never raises: every outcome, including a failing sink, ends up in the job.
+    A document with events that cannot be mapped is also handed to ``dead_letter`` (its
+    original bytes ``raw``, the reason naming every failing event), so operators see it
+    beside the other connectors' dead letters. Never raises: every outcome, including a
+    failing sink, ends up in the job.
     """
     instance = f"/capture/{job.capture_id}"
     errors: list[dict[str, Any]] = []
@@ -270,6 +279,13 @@ def run_capture_job(
         if not errors or job.behaviour == "proceed":
             captured = result.events
             notes = [_note_json(n) for n in result.unmapped]
+        if result.failed and dead_letter is not None:
+            reasons = "; ".join(f"{o.pointer}: {o.error}" for o in result.failed)
+            dead_letter(
+                raw,
+                f"{EpcisMappingError.reason_code}: capture job {job.capture_id} ({job.behaviour}): "
+                f"{len(result.failed)} event(s) cannot be mapped: {reasons}",
+            )
         if captured:
             sink(captured)
     except RetriableError as exc:
@@ -310,6 +326,10 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def create_capture_app(
     sink: EventSink,
     mapping: EpcisMapping,
@@ -317,12 +337,15 @@ def create_capture_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_events: int = DEFAULT_MAX_EVENTS,
     max_jobs: int = DEFAULT_MAX_JOBS,
+    dead_letter: DeadLetter | None = None,
 ) -> FastAPI:
     """The EPCIS 2.0 capture interface for one EPCIS source (see the module docstring).
 
     ``sink`` takes the lot events of each job (raising
     :class:`~schemas.errors.RetriableError` if it is unavailable); ``mapping`` says how the
-    source's events are mapped. The jobs live in ``app.state.capture_jobs``.
+    source's events are mapped; ``dead_letter`` (if given) parks every document refused as
+    invalid, and every document with events that cannot be mapped, with the reason. The
+    jobs live in ``app.state.capture_jobs``.
     """
     app = FastAPI(title="lothub EPCIS 2.0 capture", version=EPCIS_VERSION)
     jobs = CaptureJobs(max_jobs)
@@ -396,11 +419,22 @@ def create_capture_app(
             if size > max_bytes:
                 return too_large
             chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             # Parsing and schema validation of a large document take a while: off the loop.
-            doc = await run_in_threadpool(parse_document, b"".join(chunks))
+            doc = await run_in_threadpool(parse_document, raw)
         except EpcisValidationError as exc:
             log.warning("POST /capture rejected: %s", exc)
+            if dead_letter is not None:
+                try:
+                    await run_in_threadpool(dead_letter, raw, f"{exc.reason_code}: {exc}")
+                except RetriableError as dlq_exc:
+                    # Nothing was kept: the sender must try again later.
+                    response = _problem_response(
+                        503, IMPLEMENTATION, "Temporarily unavailable", str(dlq_exc), instance
+                    )
+                    response.headers["Retry-After"] = "30"
+                    return response
             issues = [{"pointer": i.path, "message": i.message} for i in exc.issues]
             return _problem_response(
                 400, VALIDATION, "Invalid EPCIS document", str(exc), instance, errors=issues
@@ -417,11 +451,14 @@ def create_capture_app(
             response.headers["GS1-EPCIS-Capture-Limit"] = str(max_events)
             return response
         job = jobs.create(behaviour, count)
-        background.add_task(run_capture_job, job, doc, sink, mapping, jobs)
+        background.add_task(
+            run_capture_job, job, doc, sink, mapping, jobs, raw=raw, dead_letter=dead_letter
+        )
         return JSONResponse(
             job.to_json(),
             status_code=202,
-            headers={"Location": f"/capture/{job.capture_id}"},
+            # Mounted under a prefix (``lothub up`` serves /intake/<name>), links keep it.
+            headers={"Location": f"{_root(request)}/capture/{job.capture_id}"},
         )
 
     @app.get("/capture")
@@ -439,7 +476,7 @@ def create_capture_app(
         page, following = jobs.page(start, per_page)
         response = JSONResponse(page)
         if following is not None:
-            link = f"/capture?perPage={per_page}&nextPageToken={following}"
+            link = f"{_root(request)}/capture?perPage={per_page}&nextPageToken={following}"
             response.headers["Link"] = f'<{link}>; rel="next"'
         return response
 

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,16 +81,36 @@ class KafkaPublisher:
         """
         self._recover()
         delivery = Delivery(len(events), self._refused)
+        produce, encode, topic = self._producer.produce, self._serde.encode, self.topic
         for event in events:
             lots = event.lots()
             key = (lots[0] if lots else event.envelope.event_id).encode()
-            self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivery)
+            value = encode(event, topic=topic)
+            try:
+                produce(topic, key=key, value=value, on_delivery=delivery)
+            except (BufferError, KafkaException):  # queue full, or worse: the slow path knows
+                self.publish_bytes(key, value, delivery)
         self._producer.poll(0)
         return delivery
 
     def poll(self) -> None:
         """Serve delivery callbacks that are due, without waiting."""
         self._producer.poll(0)
+
+    def wait(self, delivery: Delivery, timeout_s: float = 30.0) -> None:
+        """Serve delivery callbacks until ``delivery`` is complete; raise after ``timeout_s``.
+
+        Unlike :meth:`flush`, records queued after ``delivery`` may stay in flight.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not delivery.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailableError(
+                    f"{delivery.pending} record(s) to {self.topic} still unacknowledged after "
+                    f"{timeout_s:.0f}s; is the Kafka cluster reachable?"
+                )
+            self._producer.poll(min(left, 0.1))
 
     def publish_bytes(
         self,
@@ -122,6 +143,18 @@ class KafkaPublisher:
         Refused records are reported through their delivery callbacks.
         """
         self._flush(timeout_s, [])
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Deliver what is queued (up to ``timeout_s``), drop the rest, disconnect.
+
+        Returns how many records were dropped (their senders were told nothing was
+        acknowledged, so they will send them again).
+        """
+        remaining = int(self._producer.flush(timeout_s))
+        if remaining:
+            self._producer.purge()
+        self._producer.close()
+        return remaining
 
     def _flush(self, timeout_s: float, failures: list[str]) -> None:
         remaining = self._producer.flush(timeout_s)

@@ -1,5 +1,10 @@
 """Which connector kinds exist, and how a configured connector becomes a running one.
 
+Pull kinds (polled from a checkpoint, :func:`build_source`): ``wms-sql``, ``lims-csv``,
+``lims-rest``, ``tryton``. Push kinds (the system sends, :func:`build_intake`): ``b2mml``
+(a drop folder and/or ``POST /intake/<name>/b2mml``), ``epcis-capture``
+(``POST /intake/<name>/capture``, the EPCIS 2.0 REST binding).
+
 Example (site configuration file)::
 
     [connectors.wms-brk]
@@ -15,14 +20,17 @@ Example (site configuration file)::
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from connectors.base import Source
+from connectors.intake import Intake, PushSink
 from connectors.lims import LimsCsvSource, LimsMapping, LimsRestSource
 from connectors.wms_sql import WmsSqlConfig, WmsSqlSource
 from schemas.errors import ConfigurationError
+from schemas.model import Location, SystemKind, TransformationKind
 from schemas.sites import ConnectorSpec, SitesConfig
 
 
@@ -155,17 +163,159 @@ KINDS: dict[str, Factory] = {
 }
 
 
-def build_source(
-    name: str, sites: SitesConfig, environ: Mapping[str, str] = os.environ
-) -> Source[Any]:
-    """The source of configured connector ``name``; raises ConfigurationError with the fix."""
+def _transformation_kind(name: str, value: Any) -> TransformationKind:
+    try:
+        return TransformationKind(str(value).upper())
+    except ValueError as exc:
+        known = ", ".join(k.value for k in TransformationKind)
+        raise ConfigurationError(
+            f"connector {name}: transformation kind {value!r} is not one of {known}"
+        ) from exc
+
+
+def _b2mml(name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[str, Any],
+           sink: PushSink) -> Intake:  # fmt: skip
+    from connectors.b2mml import (
+        B2mmlMapping,
+        b2mml_handler,
+        create_b2mml_app,
+        scan_drop_folder,
+        watch_drop_folder,
+    )
+
+    _check(name, "b2mml", settings, set(), {
+        "folder", "http", "min_age_s", "max_bytes", "kind", "kind_by_definition",
+        "item_descriptions", "location_names", "default_location", "document_type",
+        "sublot_alias_kind", "map_lot_status",
+    })  # fmt: skip
+    folder = settings.get("folder")
+    http = bool(settings.get("http", True))
+    if folder is None and not http:
+        raise ConfigurationError(
+            f"connector {name}: b2mml needs a drop 'folder', or 'http = true', or both"
+        )
+    site = sites.sites[spec.site]
+    default_location = settings.get("default_location")
+    mapping = B2mmlMapping(
+        system_instance=name, site_code=spec.site,
+        kind=_transformation_kind(name, settings.get("kind", "PRODUCTION")),
+        kind_by_definition={k: _transformation_kind(name, v)
+                            for k, v in settings.get("kind_by_definition", {}).items()},
+        item_descriptions=dict(settings.get("item_descriptions", {})),
+        location_names=dict(settings.get("location_names", {})),
+        default_location=None if default_location is None else Location(
+            location_id=str(default_location), name=str(default_location), site=spec.site),
+        document_type=str(settings.get("document_type", "BATCH_RECORD")),
+        sublot_alias_kind=str(settings.get("sublot_alias_kind", "MES_SUBLOT")),
+        map_lot_status=bool(settings.get("map_lot_status", True)),
+    )  # fmt: skip
+    app = None
+    if http:
+        app = create_b2mml_app(
+            sink.publish, mapping, site,
+            dead_letter=lambda data, reason: sink.dead_letter(data, reason, position="http"),
+            max_bytes=int(settings.get("max_bytes", 16 * 1024 * 1024)),
+        )  # fmt: skip
+    watch = None
+    if folder is not None:
+        path = Path(folder)
+        handler = b2mml_handler(sink.publish, mapping, site)
+
+        def dead_letter(data: bytes, reason: str) -> None:
+            sink.dead_letter(data, reason, position=f"drop-folder:{path.name}")
+
+        min_age_s = float(settings.get("min_age_s", 0.0))
+
+        def watch(stop: threading.Event, *, until_idle: bool = False) -> None:
+            if until_idle:
+                scan_drop_folder(path, handler, dead_letter=dead_letter, min_age_s=min_age_s)
+                return
+            watch_drop_folder(path, handler, stop, dead_letter=dead_letter,
+                              poll_interval_s=spec.poll_interval_s, min_age_s=min_age_s,
+                              on_error=sink.report_error)  # fmt: skip
+
+    return Intake(name=name, kind="b2mml", site=spec.site, system=SystemKind.MES, app=app,
+                  watch=watch, sink=sink, paths=("/b2mml",) if http else ())  # fmt: skip
+
+
+def _epcis(name: str, spec: ConnectorSpec, sites: SitesConfig, settings: dict[str, Any],
+           sink: PushSink) -> Intake:  # fmt: skip
+    from connectors.epcis import EpcisMapping
+    from connectors.epcis_capture import create_capture_app
+
+    _check(name, "epcis-capture", settings, set(), {
+        "location_sites", "location_names", "party_names", "item_descriptions", "strict",
+        "max_bytes", "max_events",
+    })  # fmt: skip
+    unknown_sites = sorted(set(settings.get("location_sites", {}).values()) - set(sites.sites))
+    if unknown_sites:
+        raise ConfigurationError(
+            f"connector {name}: location_sites names sites {unknown_sites} that are not configured"
+        )
+    mapping = EpcisMapping(
+        system_instance=name, default_site=spec.site,
+        location_sites=dict(settings.get("location_sites", {})),
+        location_names=dict(settings.get("location_names", {})),
+        party_names=dict(settings.get("party_names", {})),
+        item_descriptions=dict(settings.get("item_descriptions", {})),
+        strict=bool(settings.get("strict", False)),
+    )  # fmt: skip
+    limits = {k: int(settings[k]) for k in ("max_bytes", "max_events") if k in settings}
+    app = create_capture_app(
+        sink.publish, mapping, **limits,
+        dead_letter=lambda data, reason: sink.dead_letter(data, reason, position="http"),
+    )  # fmt: skip
+    return Intake(name=name, kind="epcis-capture", site=spec.site, system=SystemKind.EPCIS,
+                  app=app, watch=None, sink=sink, paths=("/capture",))  # fmt: skip
+
+
+IntakeFactory = Callable[[str, ConnectorSpec, SitesConfig, dict[str, Any], PushSink], Intake]
+#: Kinds whose system sends to the hub; ``lothub up`` serves and watches them.
+PUSH_KINDS: dict[str, IntakeFactory] = {"b2mml": _b2mml, "epcis-capture": _epcis}
+#: The system each push kind speaks for (the sink is built before the intake).
+PUSH_SYSTEMS: dict[str, SystemKind] = {"b2mml": SystemKind.MES, "epcis-capture": SystemKind.EPCIS}
+
+
+def _spec(name: str, sites: SitesConfig) -> ConnectorSpec:
     spec = sites.connectors.get(name)
     if spec is None:
         known = ", ".join(sorted(sites.connectors)) or "none configured"
         raise ConfigurationError(f"no connector named {name!r} (configured: {known})")
+    if spec.kind not in KINDS and spec.kind not in PUSH_KINDS:
+        available = ", ".join(sorted([*KINDS, *PUSH_KINDS]))
+        raise ConfigurationError(
+            f"connector {name}: unknown kind {spec.kind!r}; available: {available}"
+        )
+    return spec
+
+
+def is_push(name: str, sites: SitesConfig) -> bool:
+    """True if connector ``name`` is a push kind (:func:`build_intake`, not a source)."""
+    return _spec(name, sites).kind in PUSH_KINDS
+
+
+def build_source(
+    name: str, sites: SitesConfig, environ: Mapping[str, str] = os.environ
+) -> Source[Any]:
+    """The source of configured connector ``name``; raises ConfigurationError with the fix."""
+    spec = _spec(name, sites)
     factory = KINDS.get(spec.kind)
     if factory is None:
         raise ConfigurationError(
-            f"connector {name}: unknown kind {spec.kind!r}; available: {', '.join(sorted(KINDS))}"
+            f"connector {name} is a push connector (kind {spec.kind}): the plant system sends "
+            "to the hub, so it has no source to poll; `lothub up` serves and watches it"
         )
     return factory(name, spec, sites, resolve_settings(name, spec.settings, environ))
+
+
+def build_intake(
+    name: str, sites: SitesConfig, sink: PushSink, environ: Mapping[str, str] = os.environ
+) -> Intake:
+    """The intake of configured push connector ``name``, handing what it gets to ``sink``."""
+    spec = _spec(name, sites)
+    factory = PUSH_KINDS.get(spec.kind)
+    if factory is None:
+        raise ConfigurationError(
+            f"connector {name} (kind {spec.kind}) is polled, not pushed: use build_source"
+        )
+    return factory(name, spec, sites, resolve_settings(name, spec.settings, environ), sink)

@@ -1,15 +1,23 @@
-"""A two-site plant simulator: the raw events a real ERP and MES would send.
+"""A three-site plant simulator: what a real ERP, MES, LIMS and WMS would send.
 
 Site ALP (Switzerland) writes lot codes ``ALP-yyyymmdd-nnn``, kilograms and status
 letters; site BRK (Wisconsin) writes julian lot codes ``yyddd-nn``, pounds and
-status words. Plant clocks are local; the simulator, like every connector, turns
-them into aware times with the site's configured zone.
+status words; site CRV (Verona, a co-packer) writes ``L<yy><ddd><line>``, ``KG`` and
+Italian status codes. Plant clocks are local; the simulator, like every connector,
+turns them into aware times with the site's configured zone.
 
 The story: four supplier receipts at ALP -> an MES blend batch (partial consumption)
--> a split -> a transfer of one half to BRK, relabelled there -> shipments to two
-customers, one from each site. :class:`GroundTruth` says, independently of the hub,
-what every trace must find. With ``faults=True`` it also sends what real plants
-send: an exact re-send of a receipt and a record with a unit nobody mapped.
+-> a split -> a transfer of one half to BRK, relabelled there, and of 200 kg of the
+other half to CRV, where the line makes a spread of it with a supplier's hazelnut paste
+-> shipments to three customers, one from each site. :class:`GroundTruth` says,
+independently of the hub, what every trace must find.
+
+The MES batches are events, or (``mes_as_b2mml=True``) B2MML messages for the
+``b2mml`` connectors' drop folders (:func:`write_plant_systems` creates them, with
+BRK's WMS database and ALP's LIMS export). With ``faults=True`` the plants misbehave as
+real ones do: an exact re-send of a receipt, a record with a unit nobody mapped, and
+with B2MML an MES that re-sends a message, one that reports late (after the shipment
+of what it made) and one message that breaks the schema.
 
 Example::
 
@@ -25,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from schemas.model import (
     DocumentRef,
@@ -70,6 +79,8 @@ class GroundTruth:
     aliases: dict[str, str] = field(default_factory=dict)
     #: lot id -> enterprise status once everything arrived
     statuses: dict[str, str] = field(default_factory=dict)
+    #: (reconciliation job, lot) mismatches the plant systems' data must produce
+    mismatches: set[tuple[str, str]] = field(default_factory=set)
 
     def ancestors(self, lot: str) -> set[str]:
         """Every lot ``lot`` was made from, transitively (not itself)."""
@@ -124,6 +135,69 @@ class Scenario:
     expected_dead_letters: set[str]
     #: how many events are exact re-sends
     resends: int
+    #: MES batches as B2MML messages (``build_scenario(mes_as_b2mml=True)``)
+    mes_messages: list[MesMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MesMessage:
+    """A B2MML message an MES drops into its ``b2mml`` connector's folder."""
+
+    connector: str
+    file_name: str
+    xml: bytes
+    #: sent after the ERP's events (the hub must cope with children before parents)
+    late: bool = False
+    #: invalid on purpose: the connector must park it
+    rejected: bool = False
+
+
+def _actual(code: str, item: Item, qty: str, unit: str, use: str) -> str:
+    return (
+        f"<MaterialActual><MaterialDefinitionID>{escape(item.item_code)}</MaterialDefinitionID>"
+        f"<MaterialLotID>{escape(code)}</MaterialLotID>"
+        f"<Description>{escape(item.description or item.item_code)}</Description>"
+        f"<MaterialUse>{use}</MaterialUse><Quantity><QuantityString>{qty}</QuantityString>"
+        f"<DataType>decimal</DataType><UnitOfMeasure>{escape(unit)}</UnitOfMeasure></Quantity>"
+        "</MaterialActual>"
+    )
+
+
+def b2mml_performance(
+    *,
+    order: str,
+    site: str,
+    equipment: str,
+    consumed: list[tuple[str, Item, str, str]],
+    produced: list[tuple[str, Item, str, str]],
+    start: datetime,
+    end: datetime,
+) -> bytes:
+    """A B2MML V0700 ``OperationsPerformance`` for one process order, as an MES reports it.
+
+    Times are plant local without an offset, quantities and units as the site writes them.
+    """
+    actuals = "".join(
+        [_actual(*c, "Consumed") for c in consumed] + [_actual(*p, "Produced") for p in produced]
+    )
+    t0, t1 = start.isoformat(), end.isoformat()
+    published = (end + timedelta(minutes=20)).isoformat()
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<OperationsPerformance xmlns="http://www.mesa.org/xml/B2MML">'
+        f"<ID>OPERF-{order}</ID><HierarchyScope><EquipmentID>{site}</EquipmentID>"
+        "<EquipmentElementLevel>Site</EquipmentElementLevel></HierarchyScope>"
+        f"<OperationsType>Production</OperationsType><StartTime>{t0}</StartTime>"
+        f"<EndTime>{t1}</EndTime><PerformanceState>Completed</PerformanceState>"
+        f"<PublishedDate>{published}</PublishedDate><OperationsResponse><ID>OR-{order}</ID>"
+        f"<OperationsType>Production</OperationsType><OperationsRequestID>{order}</OperationsRequestID>"
+        f"<StartTime>{t0}</StartTime><EndTime>{t1}</EndTime><ResponseState>Completed</ResponseState>"
+        f"<SegmentResponse><ID>SR-{order}-010</ID><HierarchyScope><EquipmentID>{equipment}</EquipmentID>"
+        "<EquipmentElementLevel>ProcessCell</EquipmentElementLevel></HierarchyScope>"
+        f"<OperationsType>Production</OperationsType><ActualStartTime>{t0}</ActualStartTime>"
+        f"<ActualEndTime>{t1}</ActualEndTime><SegmentState>Completed</SegmentState>{actuals}"
+        "</SegmentResponse></OperationsResponse></OperationsPerformance>\n"
+    ).encode()
 
 
 class _Source:
@@ -155,14 +229,55 @@ def _q(value: str, unit: str) -> Quantity:
     return Quantity(value=Decimal(value), unit=unit)
 
 
-def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
-    """The two-site scenario; dates are November 2026 plant local time."""
+def build_scenario(
+    sites: SitesConfig, *, faults: bool = False, mes_as_b2mml: bool = False
+) -> Scenario:
+    """The three-site scenario; dates are November 2026 plant local time.
+
+    With ``mes_as_b2mml`` the MES batches are not events but B2MML messages in
+    :attr:`Scenario.mes_messages`, for the drop folders of the ``b2mml`` connectors.
+    """
     alp_erp = _Source(sites, "ALP", SystemKind.ERP, "erp-alp")
     alp_mes = _Source(sites, "ALP", SystemKind.MES, "mes-alp")
     alp_lims = _Source(sites, "ALP", SystemKind.LIMS, "lims-alp")
     brk_erp = _Source(sites, "BRK", SystemKind.ERP, "erp-brk")
+    crv_erp = _Source(sites, "CRV", SystemKind.ERP, "erp-crv")
+    crv_mes = _Source(sites, "CRV", SystemKind.MES, "mes-crv")
     truth = GroundTruth()
     events: list[LotEventBase] = []
+    mes_messages: list[MesMessage] = []
+
+    def mes_batch(
+        mes: _Source,
+        order: str,
+        kind: TransformationKind,
+        where: Location,
+        *,
+        consumed: list[tuple[str, Item, str, str]],
+        produced: list[tuple[str, Item, str, str]],
+        start: datetime,
+        end: datetime,
+        late: bool = False,
+    ) -> None:
+        """One MES batch, as events or as the B2MML message the MES would drop."""
+        if mes_as_b2mml:
+            xml = b2mml_performance(order=order, site=mes.source.site, equipment=where.location_id,
+                                    consumed=consumed, produced=produced, start=start, end=end)  # fmt: skip
+            mes_messages.append(MesMessage(mes.source.system_instance, f"{order}.xml", xml, late))
+            return
+        doc = DocumentRef(doc_type="BATCH_RECORD", number=order)
+        for code, item, qty, unit in consumed:
+            events.append(MaterialConsumed(
+                envelope=mes.envelope("MaterialConsumed", f"{order}/{code}", start),
+                batch_id=order, kind=kind, location=where, lot=code, item=item,
+                quantity=_q(qty, unit), reference_document=doc,
+            ))  # fmt: skip
+        for code, item, qty, unit in produced:
+            events.append(MaterialProduced(
+                envelope=mes.envelope("MaterialProduced", f"{order}/{code}", end),
+                batch_id=order, kind=kind, location=where, lot=code, item=item,
+                quantity=_q(qty, unit), reference_document=doc,
+            ))  # fmt: skip
 
     wh_alp = Location(
         location_id="ALP-WH1",
@@ -307,42 +422,16 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
         )
 
     # MES blend batch: partial consumption of the milk powder.
-    batch = "B-4471"
-    blend_doc = DocumentRef(doc_type="BATCH_RECORD", number=batch)
-    for code, item, kg in [
-        ("ALP-20261102-001", milk, "800"),
-        ("ALP-20261102-002", cocoa, "300"),
-        ("ALP-20261102-003", sugar, "500"),
-    ]:
-        events.append(
-            MaterialConsumed(
-                envelope=alp_mes.envelope(
-                    "MaterialConsumed", f"{batch}/{code}", datetime(2026, 11, 3, 6, 30)
-                ),
-                batch_id=batch,
-                kind=TransformationKind.BLEND,
-                location=prod_alp,
-                lot=code,
-                item=item,
-                quantity=_q(kg, "kg"),
-                reference_document=blend_doc,
-            )
-        )
-        truth.links.append((f"ALP:{code}", "ALP:ALP-20261103-010", Decimal(kg)))
-    events.append(
-        MaterialProduced(
-            envelope=alp_mes.envelope(
-                "MaterialProduced", f"{batch}/out", datetime(2026, 11, 3, 9, 45)
-            ),
-            batch_id=batch,
-            kind=TransformationKind.BLEND,
-            location=prod_alp,
-            lot="ALP-20261103-010",
-            item=base,
-            quantity=_q("1600", "kg"),
-            reference_document=blend_doc,
-        )
-    )
+    mes_batch(
+        alp_mes, "B-4471", TransformationKind.BLEND, prod_alp,
+        consumed=[("ALP-20261102-001", milk, "800", "kg"), ("ALP-20261102-002", cocoa, "300", "kg"),
+                  ("ALP-20261102-003", sugar, "500", "kg")],
+        produced=[("ALP-20261103-010", base, "1600", "kg")],
+        start=datetime(2026, 11, 3, 6, 30), end=datetime(2026, 11, 3, 9, 45),
+    )  # fmt: skip
+    for code in ("ALP-20261102-001", "ALP-20261102-002", "ALP-20261102-003"):
+        used = {"ALP-20261102-001": 800, "ALP-20261102-002": 300, "ALP-20261102-003": 500}[code]
+        truth.links.append((f"ALP:{code}", "ALP:ALP-20261103-010", Decimal(used)))
 
     # Split of the blend into two lots (a repack order in the ERP).
     events.append(
@@ -469,6 +558,66 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
         )
     )
 
+    # Verona: half of lot 012's remainder goes to the co-packer, which makes a spread of it.
+    dock_crv = Location(
+        location_id="CRV-MAG1", name="Cremeria Verona magazzino", site="CRV",
+        address="Via dell'Industria 8, 37135 Verona, IT",
+    )  # fmt: skip
+    line_crv = Location(location_id="CRV-L3", name="Cremeria Verona linea 3", site="CRV")
+    hazelnut = Item(item_code="NC-110", description="Hazelnut paste, roasted")
+    spread = Item(item_code="HC-500", description="Hazelnut cocoa spread base")
+    crv_transfer = DocumentRef(doc_type="TRANSFER_ORDER", number="TO-9002")
+    events.append(TransferShipped(
+        envelope=alp_erp.envelope("TransferShipped", "TO-9002/ship", datetime(2026, 11, 5, 6, 0)),
+        transfer_id="TO-9002", lot="ALP-20261103-012", item=base, quantity=_q("200", "kg"),
+        from_location=fg_alp, to_location=dock_crv, reference_document=crv_transfer,
+    ))  # fmt: skip
+    events.append(TransferReceived(
+        envelope=crv_erp.envelope("TransferReceived", "TO-9002/recv", datetime(2026, 11, 6, 8, 0)),
+        transfer_id="TO-9002", shipped_lot="ALP-20261103-012", shipped_lot_site="ALP",
+        lot="L26310A", item=base, quantity=_q("200", "KG"), from_location=fg_alp,
+        receiving_location=dock_crv, reference_document=crv_transfer,
+    ))  # fmt: skip
+    truth.links.append(("ALP:ALP-20261103-012", "CRV:L26310A", Decimal(200)))
+    nocciole = Party(party_id="F-0733", name="Nocciole Piemonte Srl")
+    events.append(LotReceived(
+        envelope=crv_erp.envelope("LotReceived", "OA-2026-0733/L26309C", datetime(2026, 11, 5, 10, 0)),
+        lot="L26309C", item=hazelnut, quantity=_q("300", "KG"), supplier=nocciole,
+        supplier_lot="NP-2611-07", receiving_location=dock_crv,
+        ship_from=Location(location_id="GLN-8012345000017", name="Nocciole Piemonte Cortemilia"),
+        reference_document=DocumentRef(doc_type="PO", number="OA-2026-0733"),
+    ))  # fmt: skip
+    truth.supplier_lots["CRV:L26309C"] = "NP-2611-07"
+    truth.received_kg["CRV:L26309C"] = Decimal(300)
+    for status, when in (
+        ("QUAR", datetime(2026, 11, 5, 10, 5)),
+        ("LIB", datetime(2026, 11, 6, 9, 0)),
+    ):
+        events.append(LotStatusChanged(
+            envelope=crv_erp.envelope("LotStatusChanged", f"L26309C/{status}", when),
+            lot="L26309C", status=status, reason_code="CQ", actor="qa.ferrari",
+        ))  # fmt: skip
+    # The line's MES reports the batch late: its message arrives after the shipment.
+    mes_batch(
+        crv_mes, "OP-26-1187", TransformationKind.PRODUCTION, line_crv,
+        consumed=[("L26310A", base, "200", "KG"), ("L26309C", hazelnut, "280", "KG")],
+        produced=[("L26312B", spread, "470", "KG")],
+        start=datetime(2026, 11, 8, 7, 0), end=datetime(2026, 11, 8, 13, 30), late=True,
+    )  # fmt: skip
+    truth.links += [
+        ("CRV:L26310A", "CRV:L26312B", Decimal(200)),
+        ("CRV:L26309C", "CRV:L26312B", Decimal(280)),
+    ]
+    rossi = Party(party_id="C-7310", name="Dolciaria Rossi SpA")
+    events.append(LotShipped(
+        envelope=crv_erp.envelope("LotShipped", "DDT-2026-4410", datetime(2026, 11, 10, 9, 0)),
+        lot="L26312B", item=spread, quantity=_q("300", "KG"), customer=rossi,
+        ship_to=Location(location_id="GLN-8012345000093", name="Dolciaria Rossi Bergamo"),
+        ship_from=dock_crv, tlc_source=line_crv,
+        reference_document=DocumentRef(doc_type="DDT", number="DDT-2026-4410"),
+    ))  # fmt: skip
+    truth.shipments["CRV:L26312B"].append((rossi.name, Decimal(300)))
+
     dead_letters: set[str] = set()
     resends = 0
     if faults:
@@ -489,12 +638,24 @@ def build_scenario(sites: SitesConfig, *, faults: bool = False) -> Scenario:
         )
         events.append(odd)
         dead_letters.add(odd.envelope.event_id)
+        if mes_as_b2mml:
+            # The MES retried a message it had sent (a new file, the same content) ...
+            first = next(m for m in mes_messages if m.connector == "mes-alp")
+            mes_messages.append(MesMessage("mes-alp", "B-4471.retry.xml", first.xml))
+            # ... and another line sent one the B2MML schema does not allow.
+            crv = next(m for m in mes_messages if m.connector == "mes-crv")
+            bad = crv.xml.replace(b"OP-26-1187", b"OP-26-1188").replace(
+                b"<MaterialUse>Consumed</MaterialUse>", b"<MaterialUse>Eaten</MaterialUse>", 1
+            )
+            mes_messages.append(MesMessage("mes-crv", "OP-26-1188.xml", bad, rejected=True))
     truth.statuses.update({
         "ALP:ALP-20261102-001": "RELEASED",
         "ALP:ALP-20261102-004": "QUARANTINE",
         "BRK:26313-01": "RELEASED",
     })  # fmt: skip
-    return Scenario(events=events, truth=truth, expected_dead_letters=dead_letters, resends=resends)
+    truth.statuses["CRV:L26309C"] = "RELEASED"
+    return Scenario(events=events, truth=truth, expected_dead_letters=dead_letters,
+                    resends=resends, mes_messages=mes_messages)  # fmt: skip
 
 
 #: BRK's warehouse (America/Chicago wall clock, pounds): the relabelled transfer lot.
@@ -520,7 +681,7 @@ LIMS_ALP_FIELDS = {"sample_id": "Probe", "lot": "Charge", "test": "Prüfung", "r
 
 
 def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
-    """Create BRK's WMS database and ALP's LIMS export under ``folder``.
+    """Create BRK's WMS database, ALP's LIMS export and the MES drop folders under ``folder``.
 
     Returns the ``[connectors.*]`` TOML that reads them, and adds what they say to
     ``truth``: the licence plate names the BRK lot, and the LIMS puts sugar lot 004
@@ -537,8 +698,22 @@ def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
     (exports / "results-2026-11.csv").write_bytes(LIMS_ALP_CSV.encode("cp1252"))
     truth.aliases["LP-77120"] = "BRK:26313-01"
     truth.statuses["ALP:ALP-20261102-004"] = "ON_HOLD"
+    # ... while the ERP still shows it in quarantine: the LIMS decision never reached it
+    truth.mismatches.add(("disposition", "ALP:ALP-20261102-004"))
     fields = ", ".join(f'{k} = "{v}"' for k, v in LIMS_ALP_FIELDS.items())
-    return (
+    mes = ""
+    for name, site, kind, names in (
+        ("mes-alp", "ALP", "BLEND", '"ALP-MIX2" = "Alpenwerk mixing hall 2"'),
+        ("mes-crv", "CRV", "PRODUCTION", '"CRV-L3" = "Cremeria Verona linea 3"'),
+    ):
+        drop = mes_drop_folder(folder, name)
+        drop.mkdir(parents=True, exist_ok=True)
+        mes += (
+            f'\n[connectors.{name}]\nkind = "b2mml"\nsite = "{site}"\npoll_interval_s = 0.5\n'
+            f'[connectors.{name}.settings]\nfolder = "{drop.as_posix()}"\nkind = "{kind}"\n'
+            f"location_names = {{ {names} }}\n"
+        )
+    return mes + (
         '\n[connectors.wms-brk]\nkind = "wms-sql"\nsite = "BRK"\npoll_interval_s = 1\n'
         f'[connectors.wms-brk.settings]\nurl = "sqlite:///{wms.as_posix()}"\n'
         '\n[connectors.lims-alp]\nkind = "lims-csv"\nsite = "ALP"\npoll_interval_s = 1\n'
@@ -546,6 +721,21 @@ def write_plant_systems(folder: Path, truth: GroundTruth) -> str:
         'delimiter = ";"\ndecimal_separator = ","\ndate_format = "%d.%m.%Y %H:%M"\n'
         f'pass_values = ["I.O."]\nfields = {{ {fields} }}\n'
     )
+
+
+def mes_drop_folder(plants: Path, connector: str) -> Path:
+    """Where the demo's MES ``connector`` drops its B2MML files."""
+    return plants / f"{connector}-drop"
+
+
+def drop_mes_message(plants: Path, message: MesMessage) -> Path:
+    """Drop ``message`` as an MES does: write a hidden temporary file, then rename it."""
+    folder = mes_drop_folder(plants, message.connector)
+    tmp = folder / f".{message.file_name}.part"
+    tmp.write_bytes(message.xml)
+    target = folder / message.file_name
+    tmp.replace(target)
+    return target
 
 
 def warehouse_moves(

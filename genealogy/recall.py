@@ -10,7 +10,8 @@ affected lot the packet gives its mass balance from the lot ledger::
 
 The book on-hand is what remains; when more left a lot than ever entered it, the
 difference is a *residual*: an input event the hub never received, reported as a
-data gap. Shipments (customer, document, date, quantity) and transfers still in
+data gap, as are the integrity alerts still open (or acknowledged, not resolved) on
+an affected lot. Shipments (customer, document, date, quantity) and transfers still in
 transit are listed; the packet records how long the answer took and is stored.
 
 Example::
@@ -33,6 +34,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select
 
 from genealogy import tables
+from genealogy.alerts import unresolved_for_lots
 from genealogy.store import GenealogyStore, utc
 from genealogy.trace import Direction, LotNotFoundError, resolve_lot, trace
 from schemas.errors import DataError
@@ -270,6 +272,9 @@ def run_recall(
     for transfer in in_transit:
         gaps.append({"lot_id": transfer["lot_id"], "message": f"transfer {transfer['transfer_id']} "
                      f"shipped {transfer['shipped_at']:%Y-%m-%d} and not received"})  # fmt: skip
+    for alert in unresolved_for_lots(store, affected):
+        gaps.append({"lot_id": alert["lot_id"], "message": f"{alert['status']} integrity alert "
+                     f"{alert['rule']} ({alert['severity']}): GET /api/v1/alerts/{alert['alert_id']}"})  # fmt: skip
     packet = RecallPacket(
         recall_id=str(uuid.uuid4()), created_at=datetime.now(UTC),
         request=_jsonable(asdict(request)), duration_ms=0, lots=lots, shipments=shipments,
@@ -417,6 +422,14 @@ def load_recall(store: GenealogyStore, recall_id: str) -> tuple[dict[str, Any], 
     with store.engine.connect() as conn:
         row = conn.execute(select(r.c.packet, r.c.site).where(r.c.recall_id == recall_id)).first()
     return None if row is None else (dict(json.loads(row.packet)), row.site)
+
+
+def recall_requester(store: GenealogyStore, recall_id: str) -> str | None:
+    """Who asked for a stored recall (None if there is no such recall)."""
+    r = tables.recalls
+    with store.engine.connect() as conn:
+        found = conn.execute(select(r.c.created_by).where(r.c.recall_id == recall_id)).scalar()
+    return None if found is None else str(found)
 
 
 def list_recalls(

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from genealogy import migrate, tables
+from schemas.alerts import AlertState, Rule
 from schemas.errors import ConfigurationError, RetriableError
 from schemas.model import (
     AdjustmentKind,
@@ -52,12 +53,23 @@ class StoreUnavailableError(RetriableError):
 
 
 @dataclass(frozen=True, slots=True)
+class Conflict:
+    """An event id re-sent with other content: which, what was kept, what was refused."""
+
+    event_id: str
+    stored_hash: str
+    refused_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyResult:
     """What one :meth:`GenealogyStore.apply` call did."""
 
     stored: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    #: each conflict of ``conflicts``, for the duplicate-conflict integrity alert
+    conflicting: tuple[Conflict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +214,7 @@ class GenealogyStore:
         fresh: list[LotEventBase] = []
         duplicates = 0
         conflicts: list[dict[str, Any]] = []
+        refused: list[Conflict] = []
         for ev in events:
             digest = content_hash(ev)
             seen = known.get(ev.envelope.event_id)
@@ -211,6 +224,7 @@ class GenealogyStore:
             elif seen == digest:
                 duplicates += 1
             else:
+                refused.append(Conflict(ev.envelope.event_id, seen, digest))
                 conflicts.append(
                     {
                         "event_id": ev.envelope.event_id,
@@ -262,7 +276,21 @@ class GenealogyStore:
         self._join_batches(conn, fresh)
         self._apply_statuses(conn, fresh)
         self._apply_corrections(conn, fresh)
-        return ApplyResult(stored=len(fresh), duplicates=duplicates, conflicts=len(conflicts))
+        self._withdraw_parked_alerts(conn, fresh)
+        return ApplyResult(stored=len(fresh), duplicates=duplicates, conflicts=len(conflicts),
+                           conflicting=tuple(refused))  # fmt: skip
+
+    def _withdraw_parked_alerts(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+        """An event stored after all (replayed once its mapping exists) ends its unmapped alert."""
+        alerts = tables.integrity_alerts
+        subjects = [f"event:{e.envelope.event_id}" for e in fresh]
+        for chunk in _chunks(subjects, 500):
+            conn.execute(
+                update(alerts)
+                .where(alerts.c.rule == Rule.UNMAPPED_VALUE.value, alerts.c.subject.in_(chunk),
+                       alerts.c.state == AlertState.OPEN.value)
+                .values(state=AlertState.WITHDRAWN.value, updated_at=datetime.now(UTC))
+            )  # fmt: skip
 
     def _upsert_lots(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Create lots; fill item details from whichever event carries them, in any order."""

@@ -232,3 +232,66 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# Integrity alerts from the stream checks, upserted by alert_id; people acknowledge and
+# resolve them here (the stream only ever sets ``state``: OPEN or WITHDRAWN).
+integrity_alerts = Table(
+    "integrity_alerts",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("rule", String(40), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("sites", Text, nullable=False),
+    Column("lots", Text, nullable=False),
+    Column("source_systems", Text, nullable=False),
+    Column("evidence_event_ids", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("details", Text, nullable=False),
+    #: first detection; ``updated_at`` is the detection time of the latest message
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("acked_by", ID, nullable=True),
+    Column("acked_at", DateTime(timezone=True), nullable=True),
+    Column("ack_comment", Text, nullable=True),
+    Column("resolved_by", ID, nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolve_comment", Text, nullable=True),
+    Index("ix_integrity_alerts_detected", "detected_at"),
+    Index("ix_integrity_alerts_subject", "subject"),
+)
+
+# Which lots and sites an alert names, for filtering and site scoping.
+integrity_alert_lots = Table(
+    "integrity_alert_lots",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("lot_id", ID, primary_key=True),
+    Index("ix_integrity_alert_lots_lot", "lot_id"),
+)
+integrity_alert_sites = Table(
+    "integrity_alert_sites",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("site", ID, primary_key=True),
+    Index("ix_integrity_alert_sites_site", "site"),
+)
+
+# One row per reconciliation run of one job at one site (what it found, how long it took).
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("job", String(40), nullable=False),
+    Column("site", ID, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("mismatches", Integer, nullable=False),
+    Column("opened", Integer, nullable=False),
+    Column("withdrawn", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Index("ix_reconcile_runs_started", "started_at"),
+)

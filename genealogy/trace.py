@@ -4,7 +4,10 @@ Backward walks from a lot to everything it was made from, down to the supplier
 receipts; forward walks to everything made from it, out to the customer shipments.
 The walk is breadth-first, one query per level, bounded in depth and size, and
 terminates on rework loops because every lot is visited once. Links and documents
-of voided events are left out.
+of voided events are left out. An optional event-time window (``start``, ``end``, both
+inclusive, at most :data:`MAX_WINDOW`) keeps only the links and documents whose
+transformation, transfer, receipt or shipment happened inside it, so the walk goes on
+only through what happened then.
 
 Example::
 
@@ -16,7 +19,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -30,6 +33,8 @@ from schemas.errors import DataError
 #: Refuse walks beyond these unless the caller asks for less.
 MAX_DEPTH = 100
 MAX_LOTS = 50_000
+#: The longest event-time window a trace may be limited to.
+MAX_WINDOW = timedelta(days=366)
 
 
 class Direction(StrEnum):
@@ -44,6 +49,36 @@ class LotNotFoundError(DataError):
     """No lot, and no alias of a lot, has this id."""
 
     reason_code = "lot-not-found"
+
+
+class TraceRequestError(DataError):
+    """A trace that cannot be answered as asked (the message says what to change)."""
+
+    reason_code = "invalid-trace"
+
+
+def check_window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime] | None:
+    """The window as UTC bounds, or None for no window.
+
+    Raises :class:`TraceRequestError` for a window open at one end, without a UTC offset,
+    running backwards, or longer than :data:`MAX_WINDOW`.
+    """
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise TraceRequestError(
+            "a time window needs both from and to (an open-ended window is unbounded); "
+            "give both, or neither for the whole history"
+        )
+    if start.tzinfo is None or end.tzinfo is None:
+        raise TraceRequestError("from and to need a UTC offset, e.g. 2026-11-02T00:00:00+01:00")
+    if end < start:
+        raise TraceRequestError(f"to ({end.isoformat()}) is before from ({start.isoformat()})")
+    if end - start > MAX_WINDOW:
+        raise TraceRequestError(
+            f"the time window may span at most {MAX_WINDOW.days} days; narrow from/to"
+        )
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +138,8 @@ class TraceResult:
     edges: list[TraceEdge]
     documents: list[TraceDocument]
     truncated: bool
+    #: the event-time window the walk was limited to (UTC), if any
+    window: tuple[datetime, datetime] | None = None
 
 
 def resolve_lot(store: GenealogyStore, lot: str) -> str:
@@ -138,14 +175,19 @@ def trace(
     *,
     max_depth: int = 50,
     max_lots: int = 10_000,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> TraceResult:
     """Walk the genealogy from ``lot_id`` (id or alias) in ``direction``.
 
     ``BOTH`` is the union of the backward and the forward walk (each lot at its
-    nearer distance), what a complaint investigation looks at first.
+    nearer distance), what a complaint investigation looks at first. ``start`` and
+    ``end`` limit it to links and documents of that event-time window
+    (:func:`check_window` says which windows are refused).
     """
+    window = check_window(start, end)
     if direction is Direction.BOTH:
-        return _both(store, lot_id, max_depth=max_depth, max_lots=max_lots)
+        return _both(store, lot_id, max_depth=max_depth, max_lots=max_lots, window=window)
     if not 1 <= max_depth <= MAX_DEPTH:
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH}")
     if not 1 <= max_lots <= MAX_LOTS:
@@ -160,6 +202,12 @@ def trace(
             ev.c.voided_by.is_not(None),
         )
     )
+    docs = tables.documents
+    in_window: list[Any] = []
+    doc_in_window: list[Any] = []
+    if window is not None:
+        in_window = [links.c.occurred_at >= window[0], links.c.occurred_at <= window[1]]
+        doc_in_window = [docs.c.occurred_at >= window[0], docs.c.occurred_at <= window[1]]
     depth_of = {root: 0}
     edges: dict[str, TraceEdge] = {}
     frontier = [root]
@@ -169,9 +217,9 @@ def trace(
         while frontier and depth < max_depth:
             depth += 1
             next_frontier: list[str] = []
-            for start in range(0, len(frontier), 500):
-                chunk = frontier[start : start + 500]
-                for r in conn.execute(select(links).where(near.in_(chunk), ~voided)):
+            for i in range(0, len(frontier), 500):
+                chunk = frontier[i : i + 500]
+                for r in conn.execute(select(links).where(near.in_(chunk), ~voided, *in_window)):
                     edges[r.link_key] = TraceEdge(
                         parent_lot=r.parent_lot,
                         child_lot=r.child_lot,
@@ -194,22 +242,27 @@ def trace(
         if frontier and depth >= max_depth:
             # the walk stopped at max_depth: say so only if there was more to see
             truncated = truncated or any(
-                conn.execute(select(links.c.link_key).where(near.in_(chunk)).limit(1)).first()
+                conn.execute(
+                    select(links.c.link_key).where(near.in_(chunk), *in_window).limit(1)
+                ).first()
                 for chunk in (frontier[i : i + 500] for i in range(0, len(frontier), 500))
             )
         lot_rows: list[Any] = []
         doc_rows: list[Any] = []
         reached = list(depth_of)
-        docs = tables.documents
         doc_voided = exists().where(
             and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None))
         )
-        for start in range(0, len(reached), 500):
-            chunk = reached[start : start + 500]
+        for i in range(0, len(reached), 500):
+            chunk = reached[i : i + 500]
             lot_rows.extend(
                 conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk)))
             )
-            doc_rows.extend(conn.execute(select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided)))
+            doc_rows.extend(
+                conn.execute(
+                    select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided, *doc_in_window)
+                )
+            )
     lots = [
         TraceLot(
             lot_id=r.lot_id,
@@ -247,13 +300,24 @@ def trace(
         edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
         documents=sorted(documents, key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
         truncated=truncated,
+        window=window,
     )
 
 
-def _both(store: GenealogyStore, lot_id: str, *, max_depth: int, max_lots: int) -> TraceResult:
+def _both(
+    store: GenealogyStore,
+    lot_id: str,
+    *,
+    max_depth: int,
+    max_lots: int,
+    window: tuple[datetime, datetime] | None,
+) -> TraceResult:
     """The union of the backward and the forward walk, each lot at its nearer distance."""
-    back = trace(store, lot_id, Direction.BACKWARD, max_depth=max_depth, max_lots=max_lots)
-    fwd = trace(store, back.root, Direction.FORWARD, max_depth=max_depth, max_lots=max_lots)
+    start, end = window if window else (None, None)
+    back = trace(store, lot_id, Direction.BACKWARD, max_depth=max_depth, max_lots=max_lots,
+                 start=start, end=end)  # fmt: skip
+    fwd = trace(store, back.root, Direction.FORWARD, max_depth=max_depth, max_lots=max_lots,
+                start=start, end=end)  # fmt: skip
     lots = {lot.lot_id: lot for lot in fwd.lots}
     for lot in back.lots:
         if lot.lot_id not in lots or lot.depth < lots[lot.lot_id].depth:
@@ -267,4 +331,5 @@ def _both(store: GenealogyStore, lot_id: str, *, max_depth: int, max_lots: int) 
         edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
         documents=sorted(docs.values(), key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
         truncated=back.truncated or fwd.truncated,
+        window=window,
     )

@@ -3,9 +3,11 @@
 ::
 
     lothub up [--port N]          the whole hub until Ctrl-C
-    lothub demo [--check]         the hub plus the two-site simulator
+    lothub demo [--check]         the hub plus the three-site simulator
     lothub worker                 one stream worker (``lothub up`` starts it for you)
     lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
+    lothub reconcile [--job J] [--site S] [--since D]
+                                  compare the plant systems, raise or withdraw gap alerts
     lothub db upgrade             create or upgrade the genealogy store schema
     lothub topics                 print the flow map
     lothub audit verify           detect edited or deleted audit records: topics, producers, consumers
@@ -34,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
     )
-    demo = sub.add_parser("demo", help="run the hub with the two-site plant simulator")
+    demo = sub.add_parser("demo", help="run the hub with the three-site plant simulator")
     demo.add_argument(
         "--port", type=int, default=None, help="trace API port (default 8000; 0 = any free)"
     )
@@ -56,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--since", required=True, type=_date, help="YYYY-MM-DD (plant local)")
     replay = sub.add_parser("replay-dlq", help="re-process parked raw events after a mapping fix")
     replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
+    rec = sub.add_parser(
+        "reconcile", help="compare what the plant systems say with each other and the hub"
+    )
+    rec.add_argument("--job", action="append", help="a job (repeatable; default: all): "
+                     "on-hand, consumption, disposition, transfers, capture")  # fmt: skip
+    rec.add_argument("--site", help="one site (default: every site)")
+    rec.add_argument("--since", type=_date, help="start of the period capture re-reads "
+                     "(YYYY-MM-DD, UTC; default: [reconcile] window_days ago)")  # fmt: skip
     db = sub.add_parser("db", help="genealogy store schema")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("topics", help="print the flow map")
@@ -118,16 +128,19 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     if args.command in {"up", "demo"}:
         _stop_on_sigterm()
     if args.command == "up":
+        from lothub.connectors import freeze_startup_heap
         from lothub.runtime import Hub
 
         with Hub(settings) as hub:
             hub.wait_ready()
+            freeze_startup_heap()
             if hub.access is not None and hub.access.local_mode:
                 print("lothub: LOCAL MODE - no API keys configured: full access for anyone on this "
                       "machine, API bound to loopback only (set LOTHUB_API_KEYS_FILE to require keys)",
                       flush=True)  # fmt: skip
             print(
-                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs); Ctrl-C stops it",
+                f"lothub is up: trace API on {hub.api_url} (docs at {hub.api_url}/docs, web UI at "
+                f"{hub.api_url}/ui/); Ctrl-C stops it",
                 flush=True,
             )
             hub.supervise()
@@ -147,6 +160,8 @@ def _run(args: argparse.Namespace, settings: object) -> int:
 
         print("\n".join(replay_dead_letters(settings, dry_run=args.dry_run).lines()))
         return 0
+    if args.command == "reconcile":
+        return _reconcile(args, settings)
     if args.command == "db":
         from genealogy.store import GenealogyStore
 
@@ -181,6 +196,34 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     raise AssertionError(args.command)  # argparse only lets known commands through
 
 
+def _reconcile(args: argparse.Namespace, settings: Any) -> int:
+    """Run the reconciliation once; one line per job and site, then the mismatches."""
+    from datetime import UTC
+
+    from genealogy.store import GenealogyStore
+    from lothub.reconcile import reconcile
+
+    since = (
+        args.since.replace(tzinfo=UTC) if args.since and args.since.tzinfo is None else args.since
+    )
+    store = GenealogyStore.connect(settings.store_url)
+    try:
+        store.migrate()
+        results = reconcile(settings, store, jobs=args.job, site=args.site, since=since)
+    finally:
+        store.close()
+    failed = False
+    for r in results:
+        state = f"ERROR {r.error}" if r.error else f"{len(r.mismatches)} mismatch(es)"
+        print(f"{r.job:<12} {r.site:<6} {state}; {r.opened} alert(s) opened, "
+              f"{r.withdrawn} withdrawn; {r.duration_ms} ms")  # fmt: skip
+        failed = failed or r.error is not None
+    for r in results:
+        for m in r.mismatches:
+            print(f"  {m.job} {m.site}: {m.summary}")
+    return 1 if failed else 0
+
+
 def _connectors(args: argparse.Namespace, settings: Any) -> int:
     from lothub import connectors
 
@@ -201,11 +244,39 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
         )
         return 0
     _stop_on_sigterm()
+    from connectors.registry import is_push
+
+    if is_push(args.name, settings.sites()):
+        return _run_intake(settings, args.name, once=args.once)
     connector = connectors.make_connector(settings, args.name)
+    connectors.freeze_startup_heap()
     stop = threading.Event()
     try:
         connector.run(stop, until_idle=args.once)
     except KeyboardInterrupt:
         stop.set()
     print(f"{args.name}: {connector.status.as_dict()}")
+    return 0
+
+
+def _run_intake(settings: Any, name: str, *, once: bool) -> int:
+    """Watch a push connector's drop folder in the foreground (its HTTP side needs ``up``)."""
+    from lothub import connectors
+
+    intake = connectors.make_intake(settings, name)
+    if intake.watch is None:
+        print(
+            f"{name} ({intake.kind}) has no drop folder: it receives over HTTP, which "
+            f"`lothub up` serves at /intake/{name}{', '.join(intake.paths)}",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+    try:
+        intake.watch(stop, until_idle=once)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        intake.sink.close()
+    print(f"{name}: {intake.sink.status.as_dict()}")
     return 0

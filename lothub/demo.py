@@ -1,4 +1,9 @@
-"""``lothub demo``: the whole hub plus the two-site plant simulator.
+"""``lothub demo``: the whole hub plus the three-site plant simulator.
+
+With the demo's site configuration the plants have real systems for the connectors to
+read: BRK's WMS database (``wms-sql``), ALP's LIMS export (``lims-csv``) and the MES drop
+folders of ALP and CRV (``b2mml``), into which the MES messages are dropped, one of them
+late, one twice and one broken; the ERPs' events are published as a connector would.
 
 With ``--check`` the scenario runs to completion, every expected trace is checked
 through the HTTP API against the simulator's ground truth, one summary line is
@@ -9,19 +14,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.publisher import KafkaPublisher
-from connectors.simulator import GroundTruth, Scenario, build_scenario, write_plant_systems
+from connectors.simulator import (
+    GroundTruth,
+    Scenario,
+    build_scenario,
+    drop_mes_message,
+    mes_drop_folder,
+    write_plant_systems,
+)
+from lothub.reconcile import reconcile
 from lothub.runtime import Hub
 from lothub.settings import Settings, demo_sites_path
+from reconciler.jobs import Mismatch
 from schemas.errors import DataError
 from schemas.serde import Serde, make_serde
 
+#: the scenario happens in November 2026
+SCENARIO_START = datetime(2026, 11, 1, tzinfo=UTC)
 #: kilograms a traced quantity may differ from the truth (unit conversions round)
 TOLERANCE_KG = Decimal("0.001")
 
@@ -108,9 +126,23 @@ def verify_traces(client: httpx.Client, truth: GroundTruth) -> Verdict:
     return verdict
 
 
-def dead_letter_ids(settings: Settings, serde: Serde, timeout_s: float = 10.0) -> set[str]:
-    """Event ids of everything on the raw dead-letter topic."""
-    topic = settings.topics.raw_dlq
+def mes_failures(plants: Path, scenario: Scenario, parked: list[bytes]) -> list[str]:
+    """What is not yet as it should be with the MES messages: each processed once or parked."""
+    failures = []
+    for message in scenario.mes_messages:
+        folder = mes_drop_folder(plants, message.connector)
+        where = "failed" if message.rejected else "processed"
+        if not (folder / where / message.file_name).exists():
+            failures.append(f"MES message {message.file_name} is not in {folder.name}/{where}/")
+    rejected = [m.xml for m in scenario.mes_messages if m.rejected]
+    if sorted(parked) != sorted(rejected):
+        failures.append(
+            f"{len(parked)} connector dead letter(s), expected the {len(rejected)} broken MES message(s)"
+        )
+    return failures
+
+
+def _read_all(settings: Settings, topic: str, timeout_s: float) -> list[Any]:
     consumer = Consumer(
         {
             **settings.consumer_config(f"lothub-demo-check-{time.time_ns()}"),
@@ -120,53 +152,91 @@ def dead_letter_ids(settings: Settings, serde: Serde, timeout_s: float = 10.0) -
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-        ids: set[str] = set()
+        records: list[Any] = []
         at_end: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while len(at_end) < len(metadata.partitions) and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            partition, offset = msg.partition() or 0, msg.offset() or 0
             if msg.error():
-                at_end.add(partition)
+                at_end.add(msg.partition() or 0)
                 continue
-            try:
-                event = serde.decode(
-                    msg.value() or b"", topic=topic, partition=partition, offset=offset
-                )
-                ids.add(event.envelope.event_id)
-            except DataError:
-                ids.add(f"<undecodable at offset {offset}>")
-        return ids
+            records.append(msg)
+        return records
     finally:
         consumer.close()
 
 
+def dead_letter_ids(settings: Settings, serde: Serde, timeout_s: float = 10.0) -> set[str]:
+    """Event ids of everything on the raw dead-letter topic."""
+    topic = settings.topics.raw_dlq
+    ids: set[str] = set()
+    for msg in _read_all(settings, topic, timeout_s):
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        try:
+            event = serde.decode(
+                msg.value() or b"", topic=topic, partition=partition, offset=offset
+            )
+            ids.add(event.envelope.event_id)
+        except DataError:
+            ids.add(f"<undecodable at offset {offset}>")
+    return ids
+
+
 def run_scenario(
-    hub: Hub, scenario: Scenario, *, timeout_s: float = 90.0
-) -> tuple[Verdict, set[str]]:
-    """Publish the scenario, then wait until the API answers it right (or time runs out)."""
+    hub: Hub, scenario: Scenario, *, plants: Path | None = None, timeout_s: float = 90.0
+) -> tuple[Verdict, set[str], list[str]]:
+    """Publish the scenario, then wait until the API answers it right (or time runs out).
+
+    Returns the trace verdict, the dead letters found and what is wrong with the MES
+    messages (dropped into ``plants``' folders: the late ones after the ERP events).
+    """
     settings = hub.settings
     serde = make_serde(settings.schema_registry_url)
     publisher = KafkaPublisher(settings.producer_config(), serde, settings.topics.raw)
     publisher.publish(scenario.events)
     print(
-        f"  published {len(scenario.events)} raw events from 2 sites "
+        f"  published {len(scenario.events)} ERP/LIMS events from 3 sites "
         f"({scenario.resends} re-send, {len(scenario.expected_dead_letters)} with an unmapped unit)",
         flush=True,
     )
+    if plants is not None:
+        late = [m for m in scenario.mes_messages if m.late]
+        for message in late:
+            drop_mes_message(plants, message)
+        print(
+            f"  MES: {len(scenario.mes_messages)} B2MML messages dropped "
+            f"({len(late)} late, {sum(m.rejected for m in scenario.mes_messages)} broken, "
+            "1 re-sent)",
+            flush=True,
+        )
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=hub.api_url, timeout=10.0) as client:
         while True:
             hub.check_alive()
             verdict = verify_traces(client, scenario.truth)
             dead = dead_letter_ids(settings, serde, 5.0)
-            if (
-                verdict.ok and dead == scenario.expected_dead_letters
-            ) or time.monotonic() > deadline:
-                return verdict, dead
+            mes: list[str] = []
+            if plants is not None:
+                parked = [
+                    m.value() for m in _read_all(settings, settings.topics.connector_dlq, 5.0)
+                ]
+                mes = mes_failures(plants, scenario, parked)
+            done = verdict.ok and dead == scenario.expected_dead_letters and not mes
+            if done or time.monotonic() > deadline:
+                return verdict, dead, mes
             time.sleep(1.0)
+
+
+def reconcile_once(hub: Hub) -> list[Mismatch]:
+    """Run every reconciliation job over the scenario's month; the mismatches found."""
+    assert hub.store is not None
+    results = reconcile(hub.settings, hub.store, since=SCENARIO_START)
+    errors = [f"{r.job}@{r.site}: {r.error}" for r in results if r.error]
+    if errors:
+        raise RuntimeError(f"reconciliation failed: {'; '.join(errors)}")
+    return [m for r in results for m in r.mismatches]
 
 
 def run_demo(settings: Settings, *, check: bool) -> int:
@@ -176,15 +246,24 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         "lothub demo: starting the embedded stack (broker, stream worker, store, API)...",
         flush=True,
     )
-    scenario = build_scenario(settings.sites(), faults=True)
+    plants: Path | None = None
     if settings.site_config == demo_sites_path():
-        # The demo's plants also have a WMS database and LIMS exports, read by real connectors.
         plants = settings.data_dir.resolve() / "demo-plants"
+    scenario = build_scenario(settings.sites(), faults=True, mes_as_b2mml=plants is not None)
+    if plants is not None:
+        # The demo's plants have real systems, read by real connectors.
         site_config = plants / "sites-with-connectors.toml"
         connectors_toml = write_plant_systems(plants, scenario.truth)
         site_config.write_text(demo_sites_path().read_text() + connectors_toml)
         settings = settings.model_copy(update={"site_config": site_config})
-        print(f"  plant systems: BRK WMS database and ALP LIMS exports in {plants}", flush=True)
+        for message in scenario.mes_messages:
+            if not message.late:
+                drop_mes_message(plants, message)
+        print(
+            f"  plant systems in {plants}: BRK WMS database, ALP LIMS exports, "
+            "ALP and CRV MES drop folders",
+            flush=True,
+        )
     with Hub(settings) as hub:
         hub.wait_ready()
         if hub.access is not None and hub.access.local_mode:
@@ -196,21 +275,32 @@ def run_demo(settings: Settings, *, check: bool) -> int:
             f"  hub ready in {time.monotonic() - started:.1f}s; trace API on {hub.api_url}",
             flush=True,
         )
-        verdict, dead = run_scenario(hub, scenario)
+        print(f"  web UI on {hub.api_url}/ui/", flush=True)
+        verdict, dead, mes = run_scenario(hub, scenario, plants=plants)
         dead_ok = dead == scenario.expected_dead_letters
+        findings = reconcile_once(hub)
+        found = {(m.job, m.lots[0] if m.lots else m.key) for m in findings}
+        for m in findings:
+            print(f"  reconciliation: {m.job} {m.site}: {m.summary}", flush=True)
+        if found != scenario.truth.mismatches:
+            mes.append(
+                f"reconciliation found {sorted(found)}, expected {sorted(scenario.truth.mismatches)}"
+            )
         elapsed = time.monotonic() - started
         if check:
-            for failure in verdict.failures:
+            for failure in [*verdict.failures, *mes]:
                 print(f"  FAIL {failure}")
             if not dead_ok:
                 print(
                     f"  FAIL dead letters {sorted(dead)} != {sorted(scenario.expected_dead_letters)}"
                 )
-            status = "PASS" if verdict.ok and dead_ok else "FAIL"
+            status = "PASS" if verdict.ok and dead_ok and not mes else "FAIL"
+            mes_note = "" if plants is None else f", {len(scenario.mes_messages)} MES messages"
+            mes_note += f", {len(found)} reconciliation mismatch(es)"
             print(
                 f"demo check: {status} - {verdict.checked - len(verdict.failures)}/{verdict.checked} "
                 f"traces right, {len(dead)}/{len(scenario.expected_dead_letters)} dead letter(s) as "
-                f"expected, {elapsed:.1f}s"
+                f"expected{mes_note}{' handled' if not mes else ''}, {elapsed:.1f}s"
             )
             return 0 if status == "PASS" else 1
         lot = scenario.truth.shipped_lots()[0]
@@ -219,6 +309,10 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         )
         print(f"  Try:  curl '{hub.api_url}/api/v1/lots/{lot}/trace?direction=backward'")
         print(f"        curl '{hub.api_url}/api/v1/lots/AD-5531/trace?direction=forward'")
+        print(f"        curl '{hub.api_url}/api/v1/lots/L26312B/trace?direction=backward'")
+        if plants is not None:
+            print(f"  MES drop folders: {mes_drop_folder(plants, 'mes-alp')} (and mes-crv-drop)")
+        print(f"  Genealogy in the web UI: {hub.api_url}/ui/#/lot/{lot}")
         print(f"  API docs: {hub.api_url}/docs    Stop with Ctrl-C.", flush=True)
         hub.supervise()
         return 0

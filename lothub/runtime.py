@@ -30,14 +30,19 @@ import uvicorn
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from connectors.intake import Intake
 from genealogy.store import GenealogyStore
 from lothub.connectors import ConnectorThreads
+from lothub.reconcile import ReconcileSchedule
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError, FatalError, LotHubError
 from streams.worker import HEARTBEAT_COMPONENT
-from trace_api.app import create_app
-from trace_api.auth import AccessControl
+from trace_api.app import create_app, problem
+from trace_api.auth import AccessControl, Permission
 
 log = logging.getLogger("lothub.runtime")
 
@@ -142,7 +147,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
     new = [
-        NewTopic(name, num_partitions=spec.partitions, replication_factor=1)
+        NewTopic(
+            name, num_partitions=spec.partitions, replication_factor=1, config=dict(spec.config)
+        )
         for name, spec in wanted.items()
         if name not in existing
     ]
@@ -160,6 +167,41 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     return sorted(wanted)
 
 
+def guarded(app: ASGIApp, access: AccessControl) -> ASGIApp:
+    """``app`` behind the hub's API keys: only callers allowed to ingest plant data get in."""
+
+    async def guard(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            who = access.authenticate(Headers(scope=scope))
+            path = str(scope.get("root_path", "")) + str(scope.get("path", ""))
+            if who is None:
+                detail = (
+                    "send an API key (X-API-Key or Authorization: Bearer) of an integration admin"
+                )
+                response = problem(401, "Unauthorized", detail, path)
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+            if not who.can(Permission.INGEST):
+                detail = f"{who.user} ({who.role.value}) may not send plant data; use an integration admin key"
+                await problem(403, "Forbidden", detail, path)(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guard
+
+
+def mount_intakes(app: FastAPI, intakes: dict[str, Intake], access: AccessControl) -> list[str]:
+    """Serve each push connector's HTTP side under ``/intake/<name>``; return the URLs' paths."""
+    paths: list[str] = []
+    for name, intake in sorted(intakes.items()):
+        if intake.app is None:
+            continue
+        app.mount(f"/intake/{name}", guarded(intake.app, access), name=f"intake-{name}")
+        paths.extend(f"/intake/{name}{p}" for p in intake.paths)
+    return paths
+
+
 class Hub:
     """Runs the whole hub in this process (API) and children (broker, worker)."""
 
@@ -169,6 +211,7 @@ class Hub:
         self.worker: subprocess.Popen[bytes] | None = None
         self.store: GenealogyStore | None = None
         self.connectors: ConnectorThreads | None = None
+        self.reconcile: ReconcileSchedule | None = None
         self.access: AccessControl | None = None
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
@@ -205,6 +248,9 @@ class Hub:
         started = self.connectors.start()
         if started:
             log.info("connectors running: %s", ", ".join(started))
+        self.reconcile = ReconcileSchedule(self.settings, self.store)
+        if self.reconcile.start():
+            log.info("reconciliation every %.0f s", self.reconcile.interval_s)
         self._start_api()
 
     def _child_env(self) -> dict[str, str]:
@@ -251,6 +297,9 @@ class Hub:
         assert self.store is not None
         self.access = self._access()
         app = create_app(self.store, readiness=self.readiness, access=self.access)
+        if self.connectors is not None:
+            for path in mount_intakes(app, self.connectors.intakes, self.access):
+                log.info("intake: %s%s", self.api_url, path)
         config = uvicorn.Config(
             app,
             host=self.settings.api_host,
@@ -327,12 +376,16 @@ class Hub:
             self._server.should_exit = True
             if self._server_thread is not None:
                 self._server_thread.join(timeout=10)
+        if self.reconcile is not None:
+            self.reconcile.stop()
         if self.connectors is not None:
             self.connectors.stop()
         _terminate(self.worker)
         self.worker = None
         if self.store is not None:
             self.store.close()
+        if self.access is not None:
+            self.access.close()
         if self.broker is not None:
             self.broker.stop()
 

@@ -59,6 +59,21 @@ class Settings(BaseSettings):
     #: a stream worker with work waiting and no progress for this long exits non-zero
     worker_stall_timeout_s: float = Field(default=120.0, gt=0)
     log_level: str = "WARNING"
+    #: a stream worker serves its Prometheus metrics (integrity alerts) on this port; unset: none
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: integrity: a batch's outputs may weigh this much more than its inputs (0.01 = 1 %)
+    integrity_mass_gain_tolerance: float = Field(default=0.01, ge=0)
+    #: integrity: and this much less (1.0 = any loss is accepted: drying, trim, waste)
+    integrity_mass_loss_tolerance: float = Field(default=1.0, ge=0, le=1)
+    #: integrity: an event this far behind the newest event time of its source is late
+    integrity_late_horizon_s: float = Field(default=86_400.0, gt=0)
+    #: integrity: a source silent this long is stalled (0: never; a connector's
+    #: ``stall_after_s`` in the site configuration overrides it)
+    integrity_stall_s: float = Field(default=3_600.0, ge=0)
+    #: integrity: a transfer not received this long after shipping is overdue
+    integrity_transfer_sla_h: float = Field(default=72.0, gt=0)
+    #: integrity: how often the clock-driven rules are checked
+    integrity_tick_s: float = Field(default=60.0, gt=0)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

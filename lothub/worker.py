@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+
 import faust
 
 from genealogy.store import GenealogyStore
 from lothub.runtime import ensure_topics
 from lothub.settings import Settings
 from schemas.serde import make_serde
+from streams.integrity import Thresholds
 from streams.worker import WorkerDeps, create_app
 
 
@@ -21,13 +25,33 @@ def run_worker(settings: Settings) -> int:
     ensure_topics(settings)
     store = GenealogyStore.connect(settings.store_url)
     store.migrate()
+    sites = settings.sites()
     deps = WorkerDeps(
         topics=settings.topics,
-        sites=settings.sites(),
+        sites=sites,
         serde=make_serde(settings.schema_registry_url),
         store=store,
         stall_s=settings.worker_stall_timeout_s,
+        thresholds=Thresholds(
+            mass_gain_tolerance=Decimal(str(settings.integrity_mass_gain_tolerance)),
+            mass_loss_tolerance=Decimal(str(settings.integrity_mass_loss_tolerance)),
+            late_horizon=timedelta(seconds=settings.integrity_late_horizon_s),
+            stall_after=timedelta(seconds=settings.integrity_stall_s)
+            if settings.integrity_stall_s
+            else None,
+            stall_after_by_source={
+                name: timedelta(seconds=spec.stall_after_s)
+                for name, spec in sites.connectors.items()
+                if spec.stall_after_s is not None
+            },
+            transfer_sla=timedelta(hours=settings.integrity_transfer_sla_h),
+        ),
+        tick_s=settings.integrity_tick_s,
     )
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings.faust_config(), deps)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -4,11 +4,17 @@ Two wire formats, chosen by configuration:
 
 * :class:`SingleObjectSerde` (default): Avro single-object encoding, i.e.
   ``C3 01`` + the writer schema's 8-byte little-endian CRC-64-AVRO fingerprint + the
-  Avro body. The fingerprint is resolved against the schemas in ``schemas/avro/``.
+  Avro body. The fingerprint is resolved against the schemas in ``schemas/avro/`` and
+  the earlier versions kept in ``schemas/avro/history/``: an event written by an older
+  connector is read with Avro schema resolution into the current model, so a rolling
+  upgrade never parks in-flight events (the evolution gate keeps versions compatible).
 * :class:`ConfluentSerde`: the Confluent wire format (magic byte + registry id),
   through confluent-kafka's schema-registry client; ``mock://`` URLs work in tests.
 
 Writes are strict: a missing or extra field is an error, never a silent null.
+Bodies are written by an encoder compiled from each schema (``schemas/avro_encoder.py``),
+which writes fastavro's bytes; whatever it does not take goes to fastavro's strict
+writer, the reference, which writes it or refuses it.
 A payload that does not decode raises :class:`~schemas.errors.DecodeError` naming
 topic, partition, offset and reason.
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +38,10 @@ from typing import Any, Protocol
 
 import fastavro
 import fastavro.schema
+from pydantic import BaseModel
 
+from schemas import model as event_model
+from schemas.avro_encoder import UnsupportedSchemaError, compile_encoder
 from schemas.errors import DecodeError, EventValidationError, UnknownSchemaError
 from schemas.model import EVENT_TYPES, NAMESPACE, LotEventBase, event_from_dict, event_to_avro
 
@@ -42,6 +52,11 @@ _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
 def avro_dir() -> Path:
     """Folder holding the committed ``*.avsc`` files."""
     return Path(__file__).parent / "avro"
+
+
+def history_dir(folder: Path | None = None) -> Path:
+    """Earlier versions of the event schemas, each self-contained: ``<Type>.<fp>.avsc``."""
+    return (folder or avro_dir()) / "history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,19 @@ class EventSchema:
     compiled: Any
     canonical: str
     fingerprint: bytes
+    #: the current schema of the type, when this one is an earlier version (history)
+    reader: Any = None
+    #: the body writer compiled for this schema and its model; None if it cannot be compiled
+    encoder: Callable[[BaseModel], bytes] | None = None
+
+    def body(self, event: LotEventBase) -> bytes:
+        """The strict Avro body of ``event``: the compiled encoder, else fastavro's writer."""
+        if self.encoder is not None:
+            try:
+                return self.encoder(event)
+            except Exception:  # noqa: S110 - Unencodable or worse: fastavro is the reference
+                pass
+        return _write_body(self.compiled, event)
 
     @property
     def expanded_json(self) -> str:
@@ -65,9 +93,11 @@ class EventSchema:
 class SchemaCatalog:
     """Every event schema, by short event-type name and by fingerprint."""
 
-    def __init__(self, schemas: dict[str, EventSchema]) -> None:
+    def __init__(
+        self, schemas: dict[str, EventSchema], earlier: tuple[EventSchema, ...] = ()
+    ) -> None:
         self.by_name = schemas
-        self.by_fingerprint = {s.fingerprint: s for s in schemas.values()}
+        self.by_fingerprint = {s.fingerprint: s for s in (*earlier, *schemas.values())}
 
     @classmethod
     def load(cls, folder: Path | None = None) -> SchemaCatalog:
@@ -84,6 +114,11 @@ class SchemaCatalog:
 
 @lru_cache(maxsize=4)
 def _load_catalog(folder: Path) -> SchemaCatalog:
+    models = {
+        name: cls
+        for name, cls in vars(event_model).items()
+        if isinstance(cls, type) and issubclass(cls, BaseModel)
+    }
     schemas: dict[str, EventSchema] = {}
     for event_type in EVENT_TYPES:
         name = event_type.__name__
@@ -100,8 +135,32 @@ def _load_catalog(folder: Path) -> SchemaCatalog:
             compiled=fastavro.parse_schema(parsed),
             canonical=canonical,
             fingerprint=int(fp_hex, 16).to_bytes(8, "little"),
+            encoder=_compile(parsed, event_type, models),
         )
-    return SchemaCatalog(schemas)
+    earlier = []
+    for path in sorted(history_dir(folder).glob("*.avsc")):
+        old = json.loads(path.read_text(encoding="utf-8"))
+        name = str(old.get("name", "")).rsplit(".", 1)[-1] if isinstance(old, dict) else ""
+        current = schemas.get(name)
+        if current is None:
+            raise EventValidationError(f"history schema {path.name} is not of a known event type")
+        canonical = fastavro.schema.to_parsing_canonical_form(old)
+        fingerprint = int(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"), 16)
+        earlier.append(EventSchema(
+            name=current.name, parsed=old, compiled=fastavro.parse_schema(old),
+            canonical=canonical, fingerprint=fingerprint.to_bytes(8, "little"),
+            reader=current.compiled,
+        ))  # fmt: skip
+    return SchemaCatalog(schemas, tuple(earlier))
+
+
+def _compile(
+    parsed: dict[str, Any], event_type: type[LotEventBase], models: dict[str, type[BaseModel]]
+) -> Callable[[BaseModel], bytes] | None:
+    try:
+        return compile_encoder(parsed, event_type, models)
+    except UnsupportedSchemaError:
+        return None  # every body of this type goes through fastavro
 
 
 class Serde(Protocol):
@@ -120,7 +179,7 @@ def _write_body(schema: Any, event: LotEventBase) -> bytes:
     out = io.BytesIO()
     try:
         fastavro.schemaless_writer(out, schema, event_to_avro(event), strict=True)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise EventValidationError(
             f"{type(event).__name__} {event.envelope.event_id} does not fit its Avro schema: {exc}"
         ) from exc
@@ -136,7 +195,7 @@ class SingleObjectSerde:
     def encode(self, event: LotEventBase, *, topic: str = "") -> bytes:
         """``C3 01`` + fingerprint + Avro body of ``event``."""
         schema = self.catalog.schema_for(type(event).__name__)
-        return SINGLE_OBJECT_MAGIC + schema.fingerprint + _write_body(schema.compiled, event)
+        return SINGLE_OBJECT_MAGIC + schema.fingerprint + schema.body(event)
 
     def decode(self, data: bytes, *, topic: str, partition: int, offset: int) -> LotEventBase:
         """Resolve the fingerprint, read the body, validate the event."""
@@ -151,7 +210,9 @@ class SingleObjectSerde:
                 **where,
             )
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), schema.compiled)
+            record = fastavro.schemaless_reader(
+                io.BytesIO(data[_HEADER_LEN:]), schema.compiled, schema.reader
+            )
         except Exception as exc:  # fastavro raises bare EOFError, ValueError, IndexError...
             raise DecodeError(f"{schema.name} body is corrupt: {exc!r}", **where) from exc
         return _to_event(schema.name, record, where)
@@ -198,10 +259,9 @@ class ConfluentSerde:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         name = type(event).__name__
-        self.catalog.schema_for(name)
         # The Confluent serializer is not strict about extra or missing fields; the
-        # strict fastavro write runs first so both formats refuse the same events.
-        _write_body(self.catalog.by_name[name].compiled, event)
+        # strict write runs first so both formats refuse the same events.
+        self.catalog.schema_for(name).body(event)
         data = self._serializers[name](
             event_to_avro(event), SerializationContext(topic, MessageField.VALUE)
         )

@@ -97,8 +97,39 @@ class ConnectorSpec(BaseModel):
     site: str
     poll_interval_s: float = Field(default=5.0, gt=0)
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    #: events sent but not yet acknowledged before the connector waits for the broker
+    max_in_flight_events: int = Field(default=20_000, ge=1, le=100_000)
+    #: how often, at most, the acknowledged position is committed to the hub database
+    checkpoint_every_s: float = Field(default=1.0, ge=0)
     enabled: bool = True
+    #: the stream raises a source-stall alert when this connector's system sends nothing for
+    #: this long (default: LOTHUB_INTEGRITY_STALL_S)
+    stall_after_s: float | None = Field(default=None, gt=0)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReconcileConfig(BaseModel):
+    """When ``lothub up`` reconciles, and how strictly (``[reconcile]`` in the file).
+
+    Example::
+
+        [reconcile]
+        interval_s = 900            # every 15 minutes; 0: only on demand (lothub reconcile)
+        jobs = ["on-hand", "disposition", "transfers", "capture"]
+        window_days = 7             # how far back `capture` re-reads the sources
+        transfer_sla_h = 72
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(default=0, ge=0)
+    #: the jobs a scheduled run takes (default: all)
+    jobs: list[str] | None = None
+    window_days: float = Field(default=7, gt=0, le=366)
+    tolerance: float = Field(default=0.001, ge=0)
+    relative_tolerance: float = Field(default=0.001, ge=0, lt=1)
+    transfer_sla_h: float = Field(default=72, gt=0)
+    status_grace_min: float = Field(default=60, ge=0)
 
 
 class SitesConfig(BaseModel):
@@ -108,6 +139,7 @@ class SitesConfig(BaseModel):
 
     sites: dict[str, SiteConfig]
     connectors: dict[str, ConnectorSpec] = Field(default_factory=dict)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
 
     @model_validator(mode="after")
     def _connector_sites_exist(self) -> SitesConfig:

@@ -10,6 +10,18 @@
 
 Records a connector cannot map go to ``lothub.connectors.dlq``.
 
+Integration-control integrity checks (:mod:`streams.integrity`)::
+
+    streams.normalize ──> lothub.integrity.facts ──> streams.integrity ──> lothub.integrity.alerts
+      (facts of each        (keyed by subject:          │ (state per subject in a           │
+       enterprise event,     lot, batch, alias,         │  faust table, changelog           v
+       and dead letters)     source)                    │  lothub.integrity.state)     streams.alert_sink ──> store
+                                                        v
+    streams.sink (same event id, other content) ─────────────────────────> lothub.integrity.alerts
+
+Every topic, including the table's changelog, is created up front (``lothub.runtime.ensure_topics``):
+the workers never declare topics.
+
 A deployment may put every name under a prefix (``LOTHUB_TOPIC_PREFIX``) so several
 hubs, or several tests, share one broker.
 """
@@ -37,6 +49,8 @@ class TopicSpec:
     dead_letter: str | None
     partitions: int = 6
     doc: str = ""
+    #: topic configuration at creation (e.g. compaction for a changelog)
+    config: tuple[tuple[str, str], ...] = ()
 
 
 RAW_LOT_EVENTS = TopicSpec(
@@ -82,12 +96,43 @@ CONNECTOR_DLQ = TopicSpec(
     doc="Records a connector could not map to a lot event.",
 )
 
+INTEGRITY_FACTS = TopicSpec(
+    name="lothub.integrity.facts",
+    schema="JSON list of integrity facts (streams.integrity.Fact) of one event about one subject",
+    producers=("streams.normalize",),
+    consumers=("streams.integrity",),
+    dead_letter=None,
+    doc="Keyed by subject (lot:<id>, batch:<site>:<id>, alias:<site>:<kind>:<alias>, "
+    "source:<system>), so every fact about one subject meets its state on one partition.",
+)
+INTEGRITY_STATE = TopicSpec(
+    name="lothub.integrity.state",
+    schema="JSON: faust changelog of the integrity state per subject (facts, open alerts)",
+    producers=("streams.integrity",),
+    consumers=("streams.integrity (recovery after a restart or rebalance)",),
+    dead_letter=None,
+    partitions=INTEGRITY_FACTS.partitions,  # a changelog is co-partitioned with its source
+    doc="Changelog of the integrity table; compacted, latest state per subject.",
+    config=(("cleanup.policy", "compact"),),
+)
+INTEGRITY_ALERTS = TopicSpec(
+    name="lothub.integrity.alerts",
+    schema="io.lothub.events.IntegrityAlert",
+    producers=("streams.integrity", "streams.normalize (dead letters)", "streams.sink (conflicts)"),
+    consumers=("streams.alert_sink",),
+    dead_letter=None,
+    doc="Keyed by alert_id; the same id is re-published when an alert is withdrawn.",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONNECTOR_DLQ,
     RAW_LOT_EVENTS,
     ENTERPRISE_LOT_EVENTS,
     RAW_LOT_EVENTS_DLQ,
     ENTERPRISE_LOT_EVENTS_DLQ,
+    INTEGRITY_FACTS,
+    INTEGRITY_STATE,
+    INTEGRITY_ALERTS,
 )
 
 
@@ -131,6 +176,21 @@ class Topics:
     def enterprise_dlq(self) -> str:
         """Dead letters of the store sink."""
         return self.name(ENTERPRISE_LOT_EVENTS_DLQ)
+
+    @property
+    def integrity_facts(self) -> str:
+        """Facts for the integrity checks, keyed by subject."""
+        return self.name(INTEGRITY_FACTS)
+
+    @property
+    def integrity_state(self) -> str:
+        """Changelog of the integrity checks' state table."""
+        return self.name(INTEGRITY_STATE)
+
+    @property
+    def integrity_alerts(self) -> str:
+        """Integrity alerts, keyed by alert id."""
+        return self.name(INTEGRITY_ALERTS)
 
     def all(self) -> list[tuple[str, TopicSpec]]:
         """Every deployed topic with its spec."""

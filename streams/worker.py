@@ -1,6 +1,6 @@
-"""The stream worker: faust agents that normalize raw events and write the genealogy.
+"""The stream worker: faust agents that normalize raw events, write the genealogy, check it.
 
-Two agents, one per hop of the flow map (:mod:`schemas.topics`):
+Two agents, one per hop of the main flow (:mod:`schemas.topics`):
 
 * ``normalize`` reads raw site events, rewrites them into the enterprise model and
   publishes them keyed by enterprise lot id. A record that does not decode, breaks
@@ -9,6 +9,12 @@ Two agents, one per hop of the flow map (:mod:`schemas.topics`):
 * ``sink`` reads enterprise events in batches and applies them to the genealogy
   store, idempotently by ``event_id``, with its consumer progress in the same
   transaction.
+
+and the integrity checks (:mod:`streams.integrity`): ``normalize`` also publishes
+each event's facts keyed by subject, ``integrity_check`` evaluates the rules against
+the subject's state (a faust table), and ``alert_sink`` stores the alerts. Dead
+letters (unmapped values) and conflicting re-sends (found by ``sink``) raise alerts
+directly.
 
 A timer writes a heartbeat to the store, which is how readiness learns the worker
 is alive without the API ever touching Kafka.
@@ -26,14 +32,19 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from genealogy.alerts import upsert_alerts
 from genealogy.store import GenealogyStore, Progress
-from schemas.errors import DataError, RetriableError
+from schemas.alerts import IntegrityAlert, decode_alert, encode_alert
+from schemas.errors import DataError, RetriableError, UnmappedValueError
 from schemas.model import LotEventBase, check_enterprise
 from schemas.serde import Serde
 from schemas.sites import SitesConfig
@@ -43,11 +54,26 @@ from schemas.topics import (
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
+    INTEGRITY_STATE,
     Topics,
+)
+from streams.integrity import (
+    SubjectState,
+    Thresholds,
+    by_subject,
+    conflict_alert,
+    count_new,
+    decode_facts,
+    encode_facts,
+    facts_of,
+    step,
+    tick,
+    unmapped_alert,
 )
 from streams.normalize import normalize
 
 log = logging.getLogger("lothub.streams")
+T = TypeVar("T")
 
 HEARTBEAT_COMPONENT = "stream-worker"
 #: exit status of a worker that stopped making progress (EX_SOFTWARE)
@@ -66,11 +92,22 @@ class WorkerStats:
     stored: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    #: integrity facts evaluated, alerts published, alert messages stored, new alerts
+    checked: int = 0
+    alerts: int = 0
+    alerts_stored: int = 0
+    alerts_new: int = 0
     #: partitions found restarted below the progress stored for them (broker lost data)
     topic_resets: int = 0
     #: partitions found restarted below this worker's position (see RewindSafeConsumer)
     offset_rewinds: int = 0
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        """Records handled by any agent (what the progress watch counts)."""
+        return (self.normalized + self.dead_lettered + self.stored + self.duplicates
+                + self.checked + self.alerts_stored)  # fmt: skip
 
     def as_json(self) -> str:
         """Compact JSON for the heartbeat detail."""
@@ -81,6 +118,10 @@ class WorkerStats:
                 "stored": self.stored,
                 "duplicates": self.duplicates,
                 "conflicts": self.conflicts,
+                "checked": self.checked,
+                "alerts": self.alerts,
+                "alerts_stored": self.alerts_stored,
+                "alerts_new": self.alerts_new,
                 "topic_resets": self.topic_resets,
                 "offset_rewinds": self.offset_rewinds,
                 "last_error": self.errors[-1] if self.errors else None,
@@ -216,6 +257,10 @@ class WorkerDeps:
     heartbeat_s: float = 2.0
     #: exit non-zero after this long with work waiting and no record processed
     stall_s: float = 120.0
+    #: limits of the integrity rules
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    #: how often the clock-driven rules (stalls, overdue transfers) are checked
+    tick_s: float = 60.0
 
 
 def dead_letter_headers(
@@ -244,11 +289,36 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
 
     raw, enterprise = declare(topics.raw), declare(topics.enterprise)
     raw_dlq, enterprise_dlq = declare(topics.raw_dlq), declare(topics.enterprise_dlq)
+    facts_topic, alerts_topic = declare(topics.integrity_facts), declare(topics.integrity_alerts)
+    # The changelog is named in the flow map and created up front, like every topic.
+    state = app.Table(
+        "integrity-state",
+        default=None,
+        partitions=INTEGRITY_STATE.partitions,
+        key_type=bytes,  # the facts record's key, as it came
+        value_type=dict,  # SubjectState.to_json(), serialized as JSON
+        changelog_topic=app.topic(
+            topics.integrity_state,
+            partitions=INTEGRITY_STATE.partitions,
+            key_serializer="raw",
+            value_serializer="json",
+            internal=True,
+            allow_empty=True,
+        ),
+    )
+
+    async def publish_alert(alert: IntegrityAlert) -> None:
+        # Wait for the broker's ack: state that says "published" must never outlive
+        # an alert lost in a producer buffer.
+        delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=encode_alert(alert))
+        await delivery
+        stats.alerts += 1
 
     @app.agent(raw)
     async def normalize_agent(stream: Any) -> None:
         async for ev in stream.events():
             msg = ev.message
+            event: LotEventBase | None = None
             try:
                 event = deps.serde.decode(
                     msg.value or b"", topic=msg.topic, partition=msg.partition, offset=msg.offset
@@ -265,16 +335,54 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                     value=msg.value,
                     headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
                 )
+                if isinstance(exc, UnmappedValueError) and event is not None:
+                    await publish_alert(unmapped_alert(event, exc, datetime.now(UTC)))
                 continue
             await enterprise.send(
                 key=out.lots()[0].encode() if out.lots() else out.envelope.event_id.encode(),
                 value=deps.serde.encode(out, topic=topics.enterprise),
             )
+            for subject, facts in by_subject(facts_of(out)).items():
+                await facts_topic.send(key=subject.encode(), value=encode_facts(facts))
             stats.normalized += 1
+
+    @app.agent(facts_topic)
+    async def integrity_check(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            try:
+                facts = decode_facts(msg.value or b"")
+            except (ValueError, KeyError, TypeError) as exc:  # not ours: nothing to check
+                log.warning("integrity facts at %s[%s]@%s unreadable: %r", msg.topic,
+                            msg.partition, msg.offset, exc)  # fmt: skip
+                continue
+            subject_state = SubjectState.from_json(state.get(msg.key))
+            changed, alerts = step(subject_state, facts, deps.thresholds, datetime.now(UTC))
+            for alert in alerts:
+                await publish_alert(alert)
+            if changed:
+                state[msg.key] = subject_state.to_json()
+            stats.checked += 1
+
+    @app.agent(alerts_topic)
+    async def alert_sink(stream: Any) -> None:
+        async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN_S):
+            alerts: list[IntegrityAlert] = []
+            for ev in batch:
+                msg = ev.message
+                try:
+                    alerts.append(decode_alert(msg.value or b"", topic=msg.topic,
+                                               partition=msg.partition, offset=msg.offset))  # fmt: skip
+                except DataError as exc:
+                    log.warning("skipped an unreadable alert: %s", exc)
+            new = await _retry(partial(upsert_alerts, deps.store, alerts), stats)
+            count_new(new)
+            stats.alerts_new += len(new)
+            stats.alerts_stored += len(batch)
 
     @app.agent(enterprise)
     async def sink_agent(stream: Any) -> None:
-        rewind = RewindWatch(await _stored_progress(deps.store, app.conf.id))
+        rewind = RewindWatch(await _retry(partial(deps.store.progress, app.conf.id), stats))
         async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN_S):
             good: list[LotEventBase] = []
             positions: dict[tuple[str, int], int] = {}
@@ -306,11 +414,30 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 Progress(consumer=app.conf.id, topic=t, partition=p, next_offset=o)
                 for (t, p), o in positions.items()
             ]
-            result = await _apply_with_retry(deps.store, good, progress, stats)
+            result = await _retry(partial(deps.store.apply, good, progress), stats)
             rewind.advance(positions)
             stats.stored += result.stored
             stats.duplicates += result.duplicates
             stats.conflicts += result.conflicts
+            if result.conflicting:
+                by_id = {e.envelope.event_id: e for e in good}
+                for conflict in result.conflicting:
+                    event = by_id[conflict.event_id]
+                    await publish_alert(conflict_alert(event, conflict, datetime.now(UTC)))
+
+    @app.timer(deps.tick_s)
+    async def clock() -> None:
+        # Tables are written from the stream only: the timer sends each source and each
+        # unreceived transfer on this worker's partitions a tick, which the check agent takes.
+        now = datetime.now(UTC)
+        for key in list(state.keys()):
+            if key.startswith(b"transfer:"):
+                value = state.get(key) or {}
+                if any(f.get("r") == "origin" for f in value.get("facts", [])):
+                    continue  # received: nothing can become overdue
+            elif not key.startswith(b"source:"):
+                continue
+            await facts_topic.send(key=key, value=encode_facts([tick(key.decode(), now)]))
 
     watch = ProgressWatch(deps.stall_s)
 
@@ -320,8 +447,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             await app.consumer.rewind_beyond_end()
             stats.offset_rewinds = app.consumer.rewinds
         lag = await _lag(app)
-        processed = stats.normalized + stats.dead_lettered + stats.stored + stats.duplicates
-        stuck = watch.stalled(processed=processed, lag=lag, now=time.monotonic())
+        stuck = watch.stalled(processed=stats.processed, lag=lag, now=time.monotonic())
         try:
             deps.store.heartbeat(HEARTBEAT_COMPONENT, healthy=not stuck, detail=stats.as_json())
         except RetriableError as exc:
@@ -332,18 +458,6 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             os._exit(EXIT_STALLED)  # faust would wait on the stuck task; nothing left to flush
 
     return app
-
-
-async def _stored_progress(store: GenealogyStore, consumer: str) -> dict[tuple[str, int], int]:
-    """The sink's stored progress, waiting for the database like every write does."""
-    delay = 0.5
-    while True:
-        try:
-            return store.progress(consumer)
-        except RetriableError as exc:
-            log.warning("genealogy store unavailable, retrying in %.1fs: %s", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
 
 
 def _check_rewind(rewind: RewindWatch, app: faust.App, tp: Any, stats: WorkerStats) -> None:
@@ -380,14 +494,12 @@ async def _lag(app: faust.App) -> int:
     return behind
 
 
-async def _apply_with_retry(
-    store: GenealogyStore, events: list[LotEventBase], progress: list[Progress], stats: WorkerStats
-) -> Any:
-    """Apply a batch, backing off while the database is unavailable; never drops it."""
+async def _retry(write: Callable[[], T], stats: WorkerStats) -> T:
+    """Write to the store, backing off while the database is unavailable; never drops it."""
     delay = 0.5
     while True:
         try:
-            return store.apply(events, progress)
+            return write()
         except RetriableError as exc:
             stats.errors.append(str(exc))
             log.warning("genealogy store unavailable, retrying in %.1fs: %s", delay, exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -64,18 +64,24 @@ def snapshot_tables(
 
 
 def duplicated(
-    store: GenealogyStore, table_name: str, columns: Iterable[str]
+    store: GenealogyStore,
+    table_name: str,
+    columns: Iterable[str],
+    where: Mapping[str, Any] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Values of ``columns`` that more than one row of the table holds (empty: none twice).
 
     For tables whose primary key does not make a repeat impossible, e.g. alerts keyed
-    by a generated id: ``duplicated(store, "alerts", ["rule", "evidence"])``.
+    by a digest of their evidence: ``duplicated(store, "integrity_alerts", ["rule",
+    "subject"], where={"state": "OPEN"})``. ``where`` keeps rows with those column values.
     """
     table = tables.metadata.tables[table_name]
     cols = [table.c[name] for name in columns]
+    query = select(*cols).group_by(*cols).having(func.count() > 1)
+    for name, value in (where or {}).items():
+        query = query.where(table.c[name] == value)
     with store.engine.connect() as conn:
-        rows = conn.execute(select(*cols).group_by(*cols).having(func.count() > 1))
-        return [tuple(r) for r in rows]
+        return [tuple(r) for r in conn.execute(query)]
 
 
 def normalized(events: list[LotEventBase], sites: SitesConfig) -> list[LotEventBase]:

@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -24,29 +25,58 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genealogy.alerts import (
+    AlertFilter,
+    AlertNotFoundError,
+    AlertStateError,
+    ack_alert,
+    get_alert,
+    list_alerts,
+    resolve_alert,
+)
 from genealogy.audit import append as append_audit
 from genealogy.audit import entries as audit_entries
+from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
+from genealogy.epcis_export import EpcisExportError, EpcisScope, epcis_document
+from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
+from genealogy.kpis import compute_kpis
 from genealogy.lots import lot_card, lot_history, search_lots
+from genealogy.operations import connector_health, lot_counts
 from genealogy.recall import (
     RecallRequest,
     RecallRequestError,
     list_recalls,
     load_recall,
+    recall_requester,
     run_recall,
     seed_lots,
 )
+from genealogy.recall_pdf import recall_pdf
 from genealogy.store import GenealogyStore, site_of
-from genealogy.trace import MAX_DEPTH, Direction, LotNotFoundError, TraceResult, resolve_lot, trace
+from genealogy.trace import (
+    MAX_DEPTH,
+    Direction,
+    LotNotFoundError,
+    TraceRequestError,
+    TraceResult,
+    resolve_lot,
+    trace,
+)
+from reconciler.runner import list_runs
+from schemas.alerts import Rule, Severity
 from trace_api.auth import (
     AccessControl,
     Permission,
     Principal,
     Role,
+    redact_alert,
     redact_recall,
     redact_refs,
     redact_trace,
 )
+from trace_api.kpi_metrics import KpiCollector
+from trace_api.ui import mount_ui
 
 PROBLEM = "application/problem+json"
 #: Named readiness checks supplied by whoever runs the API (broker, worker, ...).
@@ -84,6 +114,9 @@ def trace_to_json(result: TraceResult) -> dict[str, Any]:
         "root": result.root,
         "direction": result.direction.value,
         "truncated": result.truncated,
+        "window": None
+        if result.window is None
+        else {"from": result.window[0].isoformat(), "to": result.window[1].isoformat()},
         "lots": [_jsonable(asdict(lot)) for lot in result.lots],
         "edges": [
             {
@@ -123,6 +156,9 @@ Recaller = Annotated[Principal, Depends(_need(Permission.RECALL))]
 Exporter = Annotated[Principal, Depends(_need(Permission.EXPORT))]
 Auditor = Annotated[Principal, Depends(_need(Permission.AUDIT))]
 Operator = Annotated[Principal, Depends(_need(Permission.OPERATE))]
+AlertReader = Annotated[Principal, Depends(_need(Permission.ALERTS))]
+Triager = Annotated[Principal, Depends(_need(Permission.TRIAGE))]
+AlertStatus = Literal["open", "acknowledged", "resolved", "withdrawn", "unresolved"]
 
 
 def create_app(
@@ -169,6 +205,14 @@ def create_app(
     async def lot_not_found(request: Request, exc: LotNotFoundError) -> JSONResponse:
         return problem(404, "Lot not found", str(exc), request.url.path)
 
+    @app.exception_handler(AlertNotFoundError)
+    async def alert_not_found(request: Request, exc: AlertNotFoundError) -> JSONResponse:
+        return problem(404, "Alert not found", str(exc), request.url.path)
+
+    @app.exception_handler(AlertStateError)
+    async def alert_state(request: Request, exc: AlertStateError) -> JSONResponse:
+        return problem(409, "Alert cannot change so", str(exc), request.url.path)
+
     @app.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
@@ -189,10 +233,47 @@ def create_app(
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
+    kpi_metrics = CollectorRegistry(auto_describe=True)
+    kpi_collector = KpiCollector(store)
+    kpi_metrics.register(kpi_collector)
+
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(who: Operator) -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition: the process's metrics and the KPIs."""
+        body = generate_latest(metrics) + generate_latest(kpi_metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/reconcile/runs")
+    def reconcile_runs(
+        who: Operator,
+        job: Annotated[str | None, Query(max_length=40)] = None,
+        site: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Reconciliation runs, newest first: when, how long, what each found."""
+        total, runs = list_runs(store, limit=limit, offset=offset, job=job, site=site)
+        return {"total": total, "limit": limit, "offset": offset, "items": runs}
+
+    @app.get("/api/v1/kpis")
+    def kpis(
+        who: Reader, site: Annotated[str | None, Query(max_length=40)] = None
+    ) -> dict[str, Any]:
+        """Traceability KPIs (see :mod:`genealogy.kpis`); a site user gets its own site's."""
+        if who.site is not None and who.role is Role.SITE_QUALITY:
+            if site is not None and site != who.site:
+                raise StarletteHTTPException(403, f"{who.user} sees site {who.site} only")
+            site = who.site
+        if site is None:
+            return kpi_collector.kpis().to_json()
+        body = compute_kpis(store, now=datetime.now(UTC), site=site).to_json()
+        for gap in body["genealogy_completeness"]["gaps"]:
+            # where another site's genealogy ends is that site's business: say so, not which lot
+            gap["ends_without_receipt"] = [
+                lot if who.sees(site_of(lot)) else access.token(lot)
+                for lot in gap["ends_without_receipt"]
+            ]
+        return body
 
     @app.get("/api/v1/sources")
     def get_sources(who: Operator) -> dict[str, Any]:
@@ -213,14 +294,29 @@ def create_app(
 
     @app.get("/api/v1/whoami")
     def whoami(request: Request) -> dict[str, Any]:
-        """The caller's user, role and site (local mode says so)."""
-        who = _need(Permission.READ)(request)
+        """The caller's user, role, site and permissions (any valid key; local mode says so)."""
+        who = access.authenticate(request.headers)
+        if who is None:
+            raise StarletteHTTPException(401, "a valid API key is required",
+                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         return {
             "user": who.user,
             "role": who.role.value,
             "site": who.site,
             "local_mode": access.local_mode,
+            "permissions": sorted(p.value for p in Permission if who.can(p)),
         }
+
+    @app.get("/api/v1/stats")
+    def get_stats(who: Reader) -> dict[str, Any]:
+        """Lots by site and by status (a site user: its site's)."""
+        return lot_counts(store, site=who.site if who.role is Role.SITE_QUALITY else None)
+
+    @app.get("/api/v1/connectors")
+    def get_connectors(who: Operator) -> dict[str, Any]:
+        """Integration health per connector: last success, lag, counts, last error; worst first."""
+        items = connector_health(store)
+        return {"total": len(items), "items": items}
 
     @app.get("/api/v1/lots")
     def get_lots(
@@ -259,17 +355,26 @@ def create_app(
 
     @app.get("/api/v1/lots/{lot_id}/trace")
     def get_trace(
+        request: Request,
         who: Reader,
         lot_id: str,
         direction: Direction = Direction.BACKWARD,
         max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 50,
+        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        to: AwareDatetime | None = None,
     ) -> Any:
         """Backward (to supplier lots) or forward (to customers) genealogy of a lot.
 
         ``lot_id`` is the enterprise id (``SITE:CODE``) or any alias (site lot code,
         supplier lot, licence plate). A site user sees other sites' lots redacted.
+        ``from`` and ``to`` (both, at most 366 days apart) keep only the links and
+        documents whose event happened in that window.
         """
-        result = trace(store, visible_lot(who, lot_id), direction, max_depth=max_depth)
+        lot = visible_lot(who, lot_id)
+        try:
+            result = trace(store, lot, direction, max_depth=max_depth, start=from_, end=to)
+        except TraceRequestError as exc:
+            return problem(422, "Invalid trace request", str(exc), request.url.path)
         return redact_trace(trace_to_json(result), who, access)
 
     @app.get("/api/v1/exports/fsma204")
@@ -297,6 +402,27 @@ def create_app(
                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
         return Response(to_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})  # fmt: skip
+
+    @app.get("/api/v1/exports/epcis")
+    def export_epcis(
+        request: Request, who: Exporter, lot: Annotated[str, Query(min_length=1, max_length=200)],
+        scope: EpcisScope = EpcisScope.LOT,
+    ) -> Any:  # fmt: skip
+        """EPCIS 2.0 JSON-LD document of a lot's events (``scope=trace``: its whole genealogy's).
+
+        A site user gets only its site's events; other sites' lots named in them are redacted.
+        """
+        lot_id = visible_lot(who, lot)
+        try:
+            doc = epcis_document(store, lot_id, scope=scope, visible=who.sees, redact=access.token)
+        except EpcisExportError as exc:
+            return problem(422, "Invalid export request", str(exc), request.url.path)
+        events = len(doc["epcisBody"]["eventList"])
+        audit(who, "export.epcis", "EPCIS 2.0 document exported", lot_id, scope=scope.value,
+              events=events)  # fmt: skip
+        name = f"epcis-{lot_id.replace(':', '_')}-{scope.value}.jsonld"
+        return Response(epcis_dumps(doc), media_type=EPCIS_MEDIA_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
     @app.post("/api/v1/recalls", status_code=201)
     def post_recall(request: Request, who: Recaller, body: RecallBody) -> Any:
@@ -341,18 +467,94 @@ def create_app(
 
     @app.get("/api/v1/recalls/{recall_id}/export")
     def export_recall(
-        request: Request, who: Exporter, recall_id: str, format: Literal["csv", "xlsx"] = "csv"
+        request: Request,
+        who: Exporter,
+        recall_id: str,
+        format: Literal["csv", "xlsx", "pdf"] = "csv",
     ) -> Any:
-        """The packet as a spreadsheet: one row per affected lot and unit, then shipments."""
+        """The packet as a spreadsheet (one row per affected lot and unit, then shipments) or
+        as a printable PDF for a regulator (header, lots, customers, mass balance, gaps)."""
         packet = stored_recall(request, who, recall_id)
         audit(who, "recall.export", "recall packet exported", f"recall/{recall_id}", format=format)
         disposition = {"Content-Disposition": f'attachment; filename="recall-{recall_id}.{format}"'}
+        if format == "pdf":
+            pdf = recall_pdf(packet, requested_by=recall_requester(store, recall_id))
+            return Response(pdf, media_type="application/pdf", headers=disposition)
         if format == "xlsx":
             return Response(recall_xlsx(packet), headers=disposition,
                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
         return Response(
             recall_csv(packet), media_type="text/csv; charset=utf-8", headers=disposition
         )
+
+    def alert_scope(who: Principal) -> frozenset[str] | None:
+        return frozenset({who.site or ""}) if who.role is Role.SITE_QUALITY else None
+
+    def visible_alert(who: Principal, alert_id: str) -> dict[str, Any]:
+        """The alert, if ``who`` may see it; otherwise exactly as if it did not exist."""
+        alert = get_alert(store, alert_id)
+        scope = alert_scope(who)
+        if scope is not None and not scope & set(alert["sites"]):
+            raise AlertNotFoundError(f"no integrity alert {alert_id!r}")
+        return alert
+
+    @app.get("/api/v1/alerts")
+    def get_alerts(
+        request: Request,
+        who: AlertReader,
+        status: AlertStatus | None = None,
+        rule: Rule | None = None,
+        severity: Severity | None = None,
+        site: Annotated[str | None, Query(max_length=200)] = None,
+        lot: Annotated[str | None, Query(max_length=200, description="lot id or any alias")] = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        """Integrity alerts, newest first, filtered (a site user sees those naming its site).
+
+        ``status``: open (nobody looked yet), acknowledged, resolved, withdrawn (the
+        condition no longer holds), unresolved (open or acknowledged). ``since`` and
+        ``until`` bound the first detection time.
+        """
+        if since is not None and until is not None and until <= since:
+            return problem(422, "Invalid request", "until must be after since", request.url.path)
+        found = AlertFilter(
+            status=status, rule=rule.value if rule else None,
+            severity=severity.value if severity else None, site=site,
+            lot_id=visible_lot(who, lot) if lot else None, since=since, until=until,
+            visible_sites=alert_scope(who),
+        )  # fmt: skip
+        total, items = list_alerts(store, found, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset,
+                "items": [redact_alert(a, who, access) for a in items]}  # fmt: skip
+
+    @app.get("/api/v1/alerts/{alert_id}")
+    def get_one_alert(who: AlertReader, alert_id: str) -> Any:
+        """One integrity alert with its evidence and who acknowledged or resolved it."""
+        return redact_alert(visible_alert(who, alert_id), who, access)
+
+    @app.post("/api/v1/alerts/{alert_id}/ack")
+    def post_ack(who: Triager, alert_id: str, body: AlertAction) -> Any:
+        """Take an open alert on (409 if it is no longer open)."""
+        visible_alert(who, alert_id)
+        alert = ack_alert(store, alert_id, user=who.user, comment=body.comment)
+        audit(who, "alert.ack", "integrity alert acknowledged", f"alert/{alert_id}",
+              comment=body.comment)  # fmt: skip
+        return redact_alert(alert, who, access)
+
+    @app.post("/api/v1/alerts/{alert_id}/resolve")
+    def post_resolve(request: Request, who: Triager, alert_id: str, body: AlertAction) -> Any:
+        """Resolve an open or acknowledged alert; the comment says what was done."""
+        if not body.comment.strip():
+            return problem(422, "Invalid request", "say in comment what resolved the alert",
+                           request.url.path)  # fmt: skip
+        visible_alert(who, alert_id)
+        alert = resolve_alert(store, alert_id, user=who.user, comment=body.comment)
+        audit(who, "alert.resolve", "integrity alert resolved", f"alert/{alert_id}",
+              comment=body.comment)  # fmt: skip
+        return redact_alert(alert, who, access)
 
     @app.get("/api/v1/audit")
     def get_audit(
@@ -364,7 +566,16 @@ def create_app(
         total, items = audit_entries(store, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
+    mount_ui(app)
     return app
+
+
+class AlertAction(BaseModel):
+    """Acknowledging or resolving an alert: what the person says about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(default="", max_length=2000)
 
 
 class RecallBody(BaseModel):

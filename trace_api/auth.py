@@ -3,11 +3,15 @@
 Roles:
 
 ======================  =================================================================
-``ENTERPRISE_QUALITY``  every site: genealogy, recalls, exports, metrics
-``SITE_QUALITY``        own site; other sites' lots appear redacted in traces and recalls
-``INTEGRATION_ADMIN``   metrics and operations; no lot details
-``AUDITOR``             every site read-only, exports, the audit trail
+``ENTERPRISE_QUALITY``  every site: genealogy, recalls, exports, metrics, alerts (and triage)
+``SITE_QUALITY``        own site; other sites' lots appear redacted in traces and recalls;
+                        the alerts naming its site (and triage of them)
+``INTEGRATION_ADMIN``   metrics and operations; integrity alerts (and triage); no lot details
+``AUDITOR``             every site read-only, exports, the audit trail, alerts (no triage)
 ======================  =================================================================
+
+*Triage* is acknowledging and resolving integrity alerts: the people who act on them
+(quality, and integration admins for interface faults) may; auditors only read.
 
 Keys are configured in a TOML file (``LOTHUB_API_KEYS_FILE``) by their SHA-256, never
 in clear::
@@ -17,8 +21,10 @@ in clear::
     site = "ALP"
     key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
-and sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. With no key
-configured the hub runs in *local mode*: full access, loopback only.
+and sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The same file may
+configure an OIDC provider (``[oidc]``, see :mod:`trace_api.oidc`), whose bearer tokens
+then map to roles too. With neither keys nor a provider the hub runs in *local mode*:
+full access, loopback only.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigurationError
+from trace_api.oidc import OidcConfig, OidcVerifier
 
 
 class Role(StrEnum):
@@ -54,19 +61,22 @@ class Permission(StrEnum):
     EXPORT = "export"  # FSMA 204, recall exports
     AUDIT = "audit"  # the audit trail
     OPERATE = "operate"  # metrics, integration health
+    ALERTS = "alerts"  # read integrity alerts
+    TRIAGE = "triage"  # acknowledge and resolve integrity alerts
+    INGEST = "ingest"  # push plant data: B2MML, EPCIS capture (/intake/...)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ENTERPRISE_QUALITY: frozenset(
-        {Permission.READ, Permission.RECALL, Permission.EXPORT, Permission.OPERATE}
-    ),
-    Role.SITE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT}),
-    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE}),
-    Role.AUDITOR: frozenset(
-        {Permission.READ, Permission.RECALL, Permission.EXPORT, Permission.AUDIT}
-    ),
+    Role.ENTERPRISE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
+                                        Permission.OPERATE, Permission.ALERTS, Permission.TRIAGE}),
+    Role.SITE_QUALITY: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
+                                  Permission.ALERTS, Permission.TRIAGE}),
+    Role.INTEGRATION_ADMIN: frozenset({Permission.OPERATE, Permission.INGEST, Permission.ALERTS,
+                                       Permission.TRIAGE}),
+    Role.AUDITOR: frozenset({Permission.READ, Permission.RECALL, Permission.EXPORT,
+                             Permission.AUDIT, Permission.ALERTS}),
     Role.LOCAL: frozenset(Permission),
-}
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,15 +102,18 @@ LOCAL = Principal(user="local", role=Role.LOCAL)
 class AccessControl:
     """API keys by SHA-256, and the per-process salt of redaction tokens."""
 
-    def __init__(self, users: dict[str, tuple[str, Principal]]) -> None:
+    def __init__(
+        self, users: dict[str, tuple[str, Principal]], oidc: OidcVerifier | None = None
+    ) -> None:
         # key digest -> principal; the dict is keyed by user for error messages only
         self._by_digest = {digest: principal for digest, principal in users.values()}
         self._salt = secrets.token_bytes(16)
+        self.oidc = oidc
 
     @property
     def local_mode(self) -> bool:
-        """True when no key is configured: full access on loopback."""
-        return not self._by_digest
+        """True when neither a key nor an OIDC provider is configured: full access on loopback."""
+        return not self._by_digest and self.oidc is None
 
     @classmethod
     def none(cls) -> AccessControl:
@@ -134,7 +147,18 @@ class AccessControl:
                     f"API keys file {path}: users.{user} is SITE_QUALITY and needs a site"
                 )
             users[user] = (digest, Principal(user=user, role=role, site=site))
-        return cls(users)
+        oidc = None
+        if "oidc" in raw:
+            config = OidcConfig.from_toml(raw["oidc"], f"API keys file {path}")
+            bad = sorted(
+                v for v in config.roles.values() if v not in Role.__members__ or v == "LOCAL"
+            )
+            if bad:
+                raise ConfigurationError(
+                    f"API keys file {path}: [oidc.roles] maps to unknown roles {bad}"
+                )
+            oidc = OidcVerifier(config)
+        return cls(users, oidc)
 
     def authenticate(self, headers: Any) -> Principal | None:
         """The principal of a request's key, or None if it has no valid key."""
@@ -150,7 +174,29 @@ class AccessControl:
         for known, principal in self._by_digest.items():
             if hmac.compare_digest(known, digest):
                 return principal
+        if self.oidc is not None and key.count(".") == 2:
+            return self._from_token(self.oidc, key)
         return None
+
+    @staticmethod
+    def _from_token(oidc: OidcVerifier, token: str) -> Principal | None:
+        claims = oidc.claims(token)
+        if claims is None:
+            return None
+        config = oidc.config
+        granted = claims.get(config.role_claim, [])
+        granted = [granted] if isinstance(granted, str) else list(granted or [])
+        role = next((Role(config.roles[g]) for g in granted if g in config.roles), None)
+        user = str(claims.get(config.user_claim) or claims.get("sub") or "")
+        site = claims.get(config.site_claim)
+        if role is None or not user or (role is Role.SITE_QUALITY and not site):
+            return None
+        return Principal(user=user, role=role, site=str(site) if site else None)
+
+    def close(self) -> None:
+        """Release the OIDC client, if any."""
+        if self.oidc is not None:
+            self.oidc.close()
 
     def token(self, lot_id: str) -> str:
         """An opaque stand-in for a lot a caller may not see (stable within this process)."""
@@ -218,3 +264,27 @@ def redact_recall(packet: dict[str, Any], who: Principal, access: AccessControl)
         "in_transit": [t for t in packet["in_transit"] if t["lot_id"] not in hidden],
         "gaps": [g for g in packet["gaps"] if g["lot_id"] not in hidden],
     }
+
+
+def redact_alert(alert: dict[str, Any], who: Principal, access: AccessControl) -> dict[str, Any]:
+    """An alert as ``who`` may see it: other sites' lot ids become tokens, in text too."""
+    if who.role is not Role.SITE_QUALITY:
+        return alert
+    hidden = sorted((lot for lot in alert["lots"] if not who.sees(lot.split(":", 1)[0])),
+                    key=len, reverse=True)  # fmt: skip
+    if not hidden:
+        return alert
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for lot in hidden:  # longest first: no id is a prefix of a longer one's token
+                value = value.replace(lot, access.token(lot))
+            return value
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    out: dict[str, Any] = clean(alert)
+    return out

@@ -319,3 +319,48 @@ def test_a_job_is_running_until_it_finishes() -> None:
     done = jobs.get(newer.capture_id)
     assert done is not None
     assert (done["running"], done["success"], done["lotEventCount"]) == (False, True, 1)
+
+
+class Parked:
+    """Keeps dead letters; ``down`` simulates an unavailable dead-letter topic."""
+
+    def __init__(self) -> None:
+        self.letters: list[tuple[bytes, str]] = []
+        self.down = False
+
+    def __call__(self, data: bytes, reason: str) -> None:
+        if self.down:
+            raise BrokerUnavailableError("dead-letter topic unavailable (test)")
+        self.letters.append((data, reason))
+
+
+def test_invalid_and_unmappable_documents_are_parked_with_the_reason(sink: Sink) -> None:
+    parked = Parked()
+    client = TestClient(create_capture_app(sink, MAPPING, dead_letter=parked))
+    bad = b'{"type": "EPCISDocument",'
+    assert client.post("/capture", content=bad, headers=LD_JSON).status_code == 400
+    (letter,) = parked.letters
+    assert letter[0] == bad, "the dead letter keeps the bytes as sent"
+    assert letter[1].startswith("invalid-epcis: not valid JSON")
+
+    body = document(GOOD, NO_QUANTITY)
+    _, job = capture(client, body, **{"GS1-Capture-Error-Behaviour": "proceed"})
+    assert job["lotEventCount"] == 1, "proceed still hands on what maps"
+    data, reason = parked.letters[1]
+    assert data == body
+    assert reason.startswith("unmappable-epcis: capture job")
+    assert "/epcisBody/eventList/1" in reason
+    assert "1 event(s)" in reason
+
+    _, clean = capture(client, document(GOOD))
+    assert clean["success"] is True
+    assert len(parked.letters) == 2, "a document that maps entirely is not parked"
+
+
+def test_an_invalid_document_is_a_503_when_it_cannot_be_parked(sink: Sink) -> None:
+    parked = Parked()
+    parked.down = True
+    client = TestClient(create_capture_app(sink, MAPPING, dead_letter=parked))
+    response = client.post("/capture", content=b"[", headers=LD_JSON)
+    assert_problem(response, 503, "ImplementationException")
+    assert response.headers["retry-after"] == "30"

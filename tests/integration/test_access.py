@@ -69,17 +69,22 @@ ENDPOINTS = [
     ("GET", "/api/v1/lots/ALP:ALP-20261102-001/events", "read"),
     ("GET", "/api/v1/lots/ALP:ALP-20261102-001/trace", "read"),
     ("GET", "/api/v1/exports/fsma204?lot=ALP:ALP-20261102-001", "export"),
+    ("GET", "/api/v1/exports/epcis?lot=ALP:ALP-20261102-001&scope=trace", "export"),
     ("POST", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/recalls", "recall"),
     ("GET", "/api/v1/audit", "audit"),
+    ("GET", "/api/v1/kpis", "read"),
     ("GET", "/metrics", "operate"),
+    ("GET", "/api/v1/alerts", "alerts"),
+    ("GET", "/api/v1/connectors", "operate"),
+    ("GET", "/api/v1/stats", "read"),
 ]
 GRANTS = {
-    "eq": {"read", "export", "recall", "operate"},
-    "sq-alp": {"read", "export", "recall"},
-    "sq-brk": {"read", "export", "recall"},
-    "admin": {"operate"},
-    "auditor": {"read", "export", "recall", "audit"},
+    "eq": {"read", "export", "recall", "operate", "alerts"},
+    "sq-alp": {"read", "export", "recall", "alerts"},
+    "sq-brk": {"read", "export", "recall", "alerts"},
+    "admin": {"operate", "alerts"},
+    "auditor": {"read", "export", "recall", "audit", "alerts"},
 }
 
 
@@ -132,6 +137,7 @@ def test_site_users_never_see_another_sites_details(
     texts.append(as_(client, user, "GET", f"/api/v1/exports/fsma204?lot={own}").text)  # type: ignore[attr-defined]
     texts.append(as_(client, user, "GET", "/api/v1/lots?q=2").text)  # type: ignore[attr-defined]
     texts.append(as_(client, user, "GET", f"/api/v1/lots/{own}/events").text)  # type: ignore[attr-defined]
+    texts.append(as_(client, user, "GET", "/api/v1/kpis").text)  # type: ignore[attr-defined]
     leaks = {secret for secret in hidden for text in texts if secret in text}
     assert leaks == set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,5 +25,7 @@ def test_demo_check_passes_on_the_embedded_stack(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert len(summary) == 1
     assert "PASS" in summary[0]
-    assert "12/12 traces right" in summary[0]
+    assert "16/16 traces right" in summary[0]
+    assert "4 MES messages, 1 reconciliation mismatch(es) handled" in summary[0]
+    assert re.search(r"web UI on http://127\.0\.0\.1:\d+/ui/", done.stdout)
     assert (tmp_path / "var" / "lothub.db").exists(), "the embedded default store is a SQLite file"

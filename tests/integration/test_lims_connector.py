@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from connectors.base import DLQ_SOURCE_POSITION, Connector
 from connectors.checkpoints import CheckpointStore
 from connectors.lims import LimsCsvSource
@@ -58,3 +60,8 @@ def test_csv_rows_flow_and_a_broken_row_is_parked(
     again = _connector(settings, checkpoints, folder, demo_sites)
     again.run(threading.Event(), until_idle=True)
     assert again.status.records_read == 1, "only the new file is read after a restart"
+    # what the "connector not succeeding" alert compares the last success with
+    labels = {"site": "ALP", "system": again.source.system_kind.value, "connector": "lims-alp"}
+    assert REGISTRY.get_sample_value("lothub_connector_poll_interval_seconds", labels) == (
+        again.poll_interval_s
+    )

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from connectors.publisher import KafkaPublisher
+from genealogy.alerts import AlertFilter, get_alert, list_alerts
 from genealogy.store import GenealogyStore
 from genealogy.trace import Direction, trace
 from lothub.replay import replay_dead_letters
@@ -46,6 +47,12 @@ def test_parked_event_is_replayed_once_the_mapping_exists(
     (reason,) = replay_dead_letters(settings, dry_run=True).still_parked
     assert "status code 'BLK' has no mapping" in reason
     assert store.event_count() == 0, "an unmapped status is never guessed"
+    unmapped = AlertFilter(rule="unmapped-value", status="open")
+    wait_for(lambda: list_alerts(store, unmapped, limit=5, offset=0)[0] == 1, 60,
+             "an unmapped-value alert")  # fmt: skip
+    (alert,) = list_alerts(store, unmapped, limit=5, offset=0)[1]
+    assert alert["evidence_event_ids"] == [hold.envelope.event_id]
+    assert "replay-dlq" in alert["summary"]
 
     fixed = tmp_path / "sites.toml"
     fixed.write_text(
@@ -61,3 +68,4 @@ def test_parked_event_is_replayed_once_the_mapping_exists(
     wait_for(lambda: store.event_count() == 1, 60, "the replayed event in the store")
     (lot,) = trace(store, "BRK:26313-01", Direction.BACKWARD).lots
     assert lot.status == "ON_HOLD"
+    assert get_alert(store, alert["alert_id"])["status"] == "withdrawn", "the event is stored now"

@@ -4,7 +4,8 @@
 into the store; the worker is killed with ``kill -9`` at seeded random points and
 restarted each time. Afterwards the store holds every event sent exactly once and the
 genealogy is the one a clean single pass builds. Set ``LOTHUB_TEST_SEED`` to replay a
-failing run (the seed is printed).
+failing run (the seed is printed). ``tests.helpers.duplicated`` checks a table for rows
+repeated under a key, for the integrity alerts once their uniqueness rule is settled.
 """
 
 from __future__ import annotations

@@ -562,3 +562,18 @@ def test_mapped_events_normalize_and_survive_the_wire(path: Path, demo_sites: Si
         check_enterprise(enterprise)
         decoded = serde.decode(serde.encode(event), topic="t", partition=0, offset=0)
         assert decoded == event
+
+
+@pytest.mark.parametrize("path", ACTUAL_SAMPLES, ids=lambda p: p.name)
+def test_co_and_by_products_keep_their_role(path: Path, demo_sites: SitesConfig) -> None:
+    """The role of every produced lot is the one its MaterialUse states (read with ElementTree)."""
+    expected = {}
+    for actual in ET.parse(path).getroot().iter(f"{{{B}}}MaterialActual"):
+        use, lots = text(actual, "MaterialUse"), texts(actual, "MaterialLotID")
+        if use in PRODUCING and lots:
+            role = {"Co-product Produced": "CO_PRODUCT", "By-product Produced": "BY_PRODUCT"}
+            expected[lots[0]] = role.get(use, "PRODUCT")
+    produced = {
+        e.lot: e.role.value for e in run(path, demo_sites) if isinstance(e, MaterialProduced)
+    }
+    assert produced == expected

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from connectors.base import Cursor
-from connectors.registry import build_source, resolve_settings
+from connectors.base import ConnectorStatus, Cursor
+from connectors.registry import build_intake, build_source, is_push, resolve_settings
 from connectors.wms_sql import WmsSqlSource
 from lothub.settings import demo_sites_path
 from schemas.errors import ConfigurationError
+from schemas.model import LotEventBase
 from schemas.sites import SitesConfig, load_sites
 
 CONNECTOR = """
@@ -89,3 +91,67 @@ def test_build_a_configured_tryton_connector(tmp_path: Path) -> None:
     assert isinstance(source, TrytonConnectorSource)
     assert source.stream.warehouse_sites == {"WH": "ALP", "DC": "BRK"}
     source.close()
+
+
+class Recorder:
+    """A push sink that keeps what it is given (no broker in unit tests)."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.parked: list[tuple[bytes, str, str]] = []
+        self.status = ConnectorStatus(name="push", site="ALP", system="MES")
+
+    def publish(self, events: Sequence[LotEventBase]) -> None:
+        self.events.extend(events)
+
+    def dead_letter(self, data: bytes, reason: str, *, position: str = "") -> None:
+        self.parked.append((data, reason, position))
+
+    def report_error(self, exc: Exception) -> None:
+        self.status.last_error = str(exc)
+
+    def close(self) -> None:
+        pass
+
+
+def push_sites(tmp_path: Path, kind: str, settings: str) -> SitesConfig:
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        demo_sites_path().read_text()
+        + f'\n[connectors.push]\nkind = "{kind}"\nsite = "ALP"\n[connectors.push.settings]\n{settings}\n'
+    )
+    return load_sites(path)
+
+
+def test_a_b2mml_connector_serves_http_and_watches_its_folder(tmp_path: Path) -> None:
+    sites = push_sites(tmp_path, "b2mml", f'folder = "{tmp_path.as_posix()}"\nkind = "blend"')
+    assert is_push("push", sites)
+    intake = build_intake("push", sites, Recorder())
+    assert (intake.kind, intake.site, intake.paths) == ("b2mml", "ALP", ("/b2mml",))
+    assert intake.app is not None
+    assert intake.watch is not None
+
+
+def test_a_b2mml_connector_needs_a_folder_or_http(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="drop 'folder'"):
+        build_intake("push", push_sites(tmp_path, "b2mml", "http = false"), Recorder())
+
+
+def test_a_b2mml_connector_refuses_an_unknown_transformation_kind(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="'COOKING' is not one of"):
+        build_intake("push", push_sites(tmp_path, "b2mml", 'kind = "COOKING"'), Recorder())
+
+
+def test_an_epcis_connector_refuses_location_sites_that_are_not_configured(
+    tmp_path: Path,
+) -> None:
+    sites = push_sites(tmp_path, "epcis-capture", 'location_sites = { "urn:x" = "NOPE" }')
+    with pytest.raises(ConfigurationError, match=r"\['NOPE'\]"):
+        build_intake("push", sites, Recorder())
+
+
+def test_a_push_connector_has_no_source_to_poll(tmp_path: Path) -> None:
+    sites = push_sites(tmp_path, "epcis-capture", "")
+    assert build_intake("push", sites, Recorder()).paths == ("/capture",)
+    with pytest.raises(ConfigurationError, match="push connector"):
+        build_source("push", sites)

@@ -149,6 +149,8 @@ def carried(events: list[LotEventBase]) -> Counter[tuple[str, Decimal, str]]:
         elif isinstance(ev, Transformation):
             for x in [*ev.inputs, *ev.outputs]:
                 out[(x.lot, x.quantity.value.normalize(), x.quantity.unit)] += 1
+        elif isinstance(ev, LotAliasLinked) and ev.quantity is not None:
+            out[(ev.lot, ev.quantity.value.normalize(), ev.quantity.unit)] += 1
     return out
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
+import fastavro
 import fastavro.schema
 import pytest
 
 from schemas.errors import DecodeError, EventValidationError, UnknownSchemaError
-from schemas.model import EVENT_TYPES, NAMESPACE, LotEventBase
+from schemas.model import EVENT_TYPES, NAMESPACE, LotEventBase, event_to_avro
 from schemas.serde import (
     SINGLE_OBJECT_MAGIC,
     ConfluentSerde,
@@ -107,3 +109,24 @@ def test_avro_schema_and_model_have_the_same_fields(event_type: type[LotEventBas
     schema = json.loads((avro_dir() / f"{NAMESPACE}.{event_type.__name__}.avsc").read_text())
     assert schema["name"] == event_type.__name__
     assert [f["name"] for f in schema["fields"]] == list(event_type.model_fields)
+
+
+def test_events_written_with_an_earlier_schema_version_still_decode() -> None:
+    catalog = SchemaCatalog.load()
+    serde = SingleObjectSerde(catalog)
+    earlier = [s for s in catalog.by_fingerprint.values() if s.reader is not None]
+    assert earlier, "schemas/avro/history/ holds the versions before the last changes"
+    for old in earlier:
+        (event,) = [e for e in one_of_each() if type(e).__name__ == old.name]
+        body = io.BytesIO()
+        # an older connector writes the fields its schema knows (new ones it never heard of)
+        fastavro.schemaless_writer(body, old.compiled, event_to_avro(event), strict=False)
+        data = SINGLE_OBJECT_MAGIC + old.fingerprint + body.getvalue()
+        decoded = serde.decode(data, topic="t", partition=0, offset=0)
+        defaults = {
+            name: field.default
+            for name, field in type(event).model_fields.items()
+            if name not in {f["name"] for f in old.parsed["fields"]}
+        }
+        assert defaults, f"{old.name}: the history version lacks a field of the current model"
+        assert decoded == event.model_copy(update=defaults), old.name
