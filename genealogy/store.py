@@ -160,7 +160,11 @@ class GenealogyStore:
         """Store a batch of enterprise events and, in the same transaction, progress."""
         try:
             with self.engine.begin() as conn:
-                result = self._apply(conn, events)
+                # first, before any other lock: the clock row is what orders link writers
+                link_seq = (
+                    _tick(conn, "links") if any(isinstance(e, _LINKING) for e in events) else 0
+                )
+                result = self._apply(conn, events, link_seq)
                 now = datetime.now(UTC)
                 for p in progress:
                     _upsert(
@@ -182,7 +186,9 @@ class GenealogyStore:
         except OperationalError as exc:
             raise StoreUnavailableError(f"genealogy store write failed: {exc}") from exc
 
-    def _apply(self, conn: Connection, events: Sequence[LotEventBase]) -> ApplyResult:
+    def _apply(
+        self, conn: Connection, events: Sequence[LotEventBase], link_seq: int
+    ) -> ApplyResult:
         ids = list({e.envelope.event_id for e in events})
         known: dict[str, str] = {}
         for chunk in _chunks(ids, 500):
@@ -241,6 +247,8 @@ class GenealogyStore:
             for lot_id in set(ev.lots()):
                 rows.add(tables.lot_events, lot_id=lot_id, event_id=env.event_id,
                          occurred_at=env.occurred_at.astimezone(UTC))  # fmt: skip
+        for link in rows.by_table.get(tables.lot_links.name, []):
+            link["seq"] = link_seq
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
         order = [
             tables.events,
@@ -255,7 +263,7 @@ class GenealogyStore:
         for table in order:
             if table.name in rows.by_table:
                 _insert_ignore(conn, table, rows.by_table[table.name])
-        self._join_batches(conn, fresh)
+        self._join_batches(conn, fresh, link_seq)
         self._apply_statuses(conn, fresh)
         self._apply_corrections(conn, fresh)
         self._withdraw_parked_alerts(conn, fresh)
@@ -298,7 +306,7 @@ class GenealogyStore:
             list(merged.values()),
         )
 
-    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase], link_seq: int) -> None:
         """Link every consumed lot of a batch to every produced lot, whichever came first."""
         batches = {e.batch_id for e in fresh if isinstance(e, MaterialConsumed | MaterialProduced)}
         if not batches:
@@ -319,7 +327,7 @@ class GenealogyStore:
                             f"batch:{i.event_id}:{o.event_id}", i.lot_id, o.lot_id, o.kind,
                             o.batch_id, (i.quantity, i.unit), (o.quantity, o.unit),
                             (i.event_id, o.event_id), max(utc(i.occurred_at), utc(o.occurred_at)),
-                        ))  # fmt: skip
+                        ) | {"seq": link_seq})  # fmt: skip
         if links:
             _insert_ignore(conn, tables.lot_links, links)
 
@@ -354,11 +362,13 @@ class GenealogyStore:
                 .where(corrections.c.corrected_event_id == ev.c.event_id)
                 .scalar_subquery()
             )
-            conn.execute(
+            voided = conn.execute(
                 update(ev)
                 .where(ev.c.event_id.in_(chunk), ev.c.voided_by.is_(None), voider.is_not(None))
                 .values(voided_by=voider)
             )
+            if voided.rowcount:
+                _tick(conn, "voids")
 
     # --- operational state -----------------------------------------------------
 
@@ -614,6 +624,20 @@ def _link(
         "quantity_produced": produced[0], "unit_produced": produced[1],
         "parent_event_id": events[0], "child_event_id": events[1], "occurred_at": at,
     }  # fmt: skip
+
+
+#: events that may add lot links (a batch move joins its batch's other moves)
+_LINKING = (Transformation, TransferReceived, MaterialConsumed, MaterialProduced)
+
+
+def _tick(conn: Connection, name: str) -> int:
+    """Move a ``genealogy_clock`` counter by one in this transaction; its new value.
+
+    Holding the row until commit orders the writers that tick it (see genealogy.graph).
+    """
+    clock = tables.genealogy_clock
+    conn.execute(update(clock).where(clock.c.name == name).values(value=clock.c.value + 1))
+    return int(conn.execute(select(clock.c.value).where(clock.c.name == name)).scalar_one())
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

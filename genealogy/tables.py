@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -46,6 +47,13 @@ events = Table(
     Column("content_hash", String(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("voided_by", ID, nullable=True),
+    # the few voided events, read whole whenever the voids clock moves
+    Index(
+        "ix_events_voided",
+        "event_id",
+        sqlite_where=text("voided_by IS NOT NULL"),
+        postgresql_where=text("voided_by IS NOT NULL"),
+    ),
 )
 
 lots = Table(
@@ -84,8 +92,22 @@ lot_links = Table(
     Column("parent_event_id", ID, nullable=False),
     Column("child_event_id", ID, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    #: the ``links`` clock value of the transaction that stored the link (0: before the clock)
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_lot_links_parent", "parent_lot"),
     Index("ix_lot_links_child", "child_lot"),
+    Index("ix_lot_links_seq", "seq"),
+)
+
+# Two counters, ``links`` and ``voids``, moved by every store write that may add lot links
+# or void events, in the same transaction. A process holding the link graph in memory reads
+# them before each trace to know whether, and from where, to catch up. Taking the ``links``
+# row first serializes link writers, so links become visible in ``seq`` order.
+genealogy_clock = Table(
+    "genealogy_clock",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 # MES-style consumption and production, waiting to be joined by batch id.

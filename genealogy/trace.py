@@ -2,12 +2,14 @@
 
 Backward walks from a lot to everything it was made from, down to the supplier
 receipts; forward walks to everything made from it, out to the customer shipments.
-The walk is breadth-first, one query per level, bounded in depth and size, and
-terminates on rework loops because every lot is visited once. Links and documents
-of voided events are left out. An optional event-time window (``start``, ``end``, both
-inclusive, at most :data:`MAX_WINDOW`) keeps only the links and documents whose
-transformation, transfer, receipt or shipment happened inside it, so the walk goes on
-only through what happened then.
+The walk is breadth-first over the links held in memory (:mod:`genealogy.graph`, which
+catches up with the store before every walk), bounded in depth and size, and terminates
+on rework loops because every lot is visited once; the reached lots and their documents
+are then read in a few large queries. Links and documents of voided events are left
+out. An optional event-time window (``start``, ``end``, both inclusive, at most
+:data:`MAX_WINDOW`) keeps only the links and documents whose transformation, transfer,
+receipt or shipment happened inside it, so the walk goes on only through what happened
+then. When the size limit cuts a level short, the lots kept are those first by lot id.
 
 Example::
 
@@ -22,11 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from operator import attrgetter
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import Connection, and_, exists, select
 
 from genealogy import tables
+from genealogy.graph import TraceEdge, graph_of
 from genealogy.store import GenealogyStore, utc
 from schemas.errors import DataError
 
@@ -91,21 +94,6 @@ class TraceLot:
     item_description: str | None
     status: str | None
     depth: int
-
-
-@dataclass(frozen=True, slots=True)
-class TraceEdge:
-    """One parent -> child link with the quantity used and the quantity produced."""
-
-    parent_lot: str
-    child_lot: str
-    kind: str
-    via: str
-    quantity_used: Decimal
-    unit_used: str
-    quantity_produced: Decimal
-    unit_produced: str
-    occurred_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,115 +181,74 @@ def trace(
     if not 1 <= max_lots <= MAX_LOTS:
         raise ValueError(f"max_lots must be between 1 and {MAX_LOTS}")
     root = resolve_lot(store, lot_id)
-    links = tables.lot_links
-    ev = tables.events
-    near = links.c.child_lot if direction is Direction.BACKWARD else links.c.parent_lot
-    voided = exists().where(
-        and_(
-            or_(ev.c.event_id == links.c.parent_event_id, ev.c.event_id == links.c.child_event_id),
-            ev.c.voided_by.is_not(None),
-        )
-    )
-    docs = tables.documents
-    in_window: list[Any] = []
-    doc_in_window: list[Any] = []
-    if window is not None:
-        in_window = [links.c.occurred_at >= window[0], links.c.occurred_at <= window[1]]
-        doc_in_window = [docs.c.occurred_at >= window[0], docs.c.occurred_at <= window[1]]
-    depth_of = {root: 0}
-    edges: dict[str, TraceEdge] = {}
-    frontier = [root]
-    depth = 0
-    truncated = False
     with store.engine.connect() as conn:
-        while frontier and depth < max_depth:
-            depth += 1
-            next_frontier: list[str] = []
-            for i in range(0, len(frontier), 500):
-                chunk = frontier[i : i + 500]
-                for r in conn.execute(select(links).where(near.in_(chunk), ~voided, *in_window)):
-                    edges[r.link_key] = TraceEdge(
-                        parent_lot=r.parent_lot,
-                        child_lot=r.child_lot,
-                        kind=r.kind,
-                        via=r.via,
-                        quantity_used=r.quantity_used,
-                        unit_used=r.unit_used,
-                        quantity_produced=r.quantity_produced,
-                        unit_produced=r.unit_produced,
-                        occurred_at=utc(r.occurred_at),
-                    )
-                    other = r.parent_lot if direction is Direction.BACKWARD else r.child_lot
-                    if other not in depth_of:
-                        if len(depth_of) >= max_lots:
-                            truncated = True
-                            continue
-                        depth_of[other] = depth
-                        next_frontier.append(other)
-            frontier = next_frontier
-        if frontier and depth >= max_depth:
-            # the walk stopped at max_depth: say so only if there was more to see
-            truncated = truncated or any(
-                conn.execute(
-                    select(links.c.link_key).where(near.in_(chunk), *in_window).limit(1)
-                ).first()
-                for chunk in (frontier[i : i + 500] for i in range(0, len(frontier), 500))
-            )
-        lot_rows: list[Any] = []
-        doc_rows: list[Any] = []
-        reached = list(depth_of)
-        doc_voided = exists().where(
-            and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None))
-        )
-        for i in range(0, len(reached), 500):
-            chunk = reached[i : i + 500]
-            lot_rows.extend(
-                conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk)))
-            )
-            doc_rows.extend(
-                conn.execute(
-                    select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided, *doc_in_window)
-                )
-            )
-    lots = [
-        TraceLot(
-            lot_id=r.lot_id,
-            site=r.site,
-            item_code=r.item_code,
-            item_description=r.item_description,
-            status=r.status,
-            depth=depth_of[r.lot_id],
-        )
-        for r in lot_rows
-    ]
-    documents = [
-        TraceDocument(
-            event_id=r.event_id,
-            lot_id=r.lot_id,
-            cte=r.cte,
-            doc_type=r.doc_type,
-            doc_number=r.doc_number,
-            site=r.site,
-            party_id=r.party_id,
-            party_name=r.party_name,
-            partner_lot=r.partner_lot,
-            location_id=r.location_id,
-            location_name=r.location_name,
-            quantity=r.quantity,
-            unit=r.unit,
-            occurred_at=utc(r.occurred_at),
-        )
-        for r in doc_rows
-    ]
+        depth_of, edges, truncated = graph_of(store).walk(
+            conn, root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
+            max_lots=max_lots, window=window,
+        )  # fmt: skip
+        lots, documents = _details(conn, depth_of, window)
+    lots.sort(key=_LOT_ORDER)
+    documents.sort(key=_DOC_ORDER)
     return TraceResult(
         root=root,
         direction=direction,
-        lots=sorted(lots, key=lambda x: (x.depth, x.lot_id)),
-        edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
-        documents=sorted(documents, key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
+        lots=lots,
+        edges=sorted(edges, key=_EDGE_ORDER),
+        documents=documents,
         truncated=truncated,
         window=window,
     )
+
+
+_LOT_ORDER = attrgetter("depth", "lot_id")
+_EDGE_ORDER = attrgetter("parent_lot", "child_lot", "via")
+_DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
+#: lot ids per IN list: few round trips, well under SQLite's and PostgreSQL's bind limits
+_CHUNK = 5_000
+_LOT_COLUMNS = [tables.lots.c[name] for name in
+                ("lot_id", "site", "item_code", "item_description", "status")]  # fmt: skip
+
+
+def _details(
+    conn: Connection, depth_of: dict[str, int], window: tuple[datetime, datetime] | None
+) -> tuple[list[TraceLot], list[TraceDocument]]:
+    """The stored facts of the reached lots and their live documents (inside ``window``)."""
+    docs, ev = tables.documents, tables.events
+    doc_voided = exists().where(and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None)))
+    in_window = [] if window is None else [docs.c.occurred_at >= window[0],
+                                           docs.c.occurred_at <= window[1]]  # fmt: skip
+    reached = list(depth_of)
+    lots: list[TraceLot] = []
+    documents: list[TraceDocument] = []
+    for i in range(0, len(reached), _CHUNK):
+        chunk = reached[i : i + _CHUNK]
+        lot_query = select(*_LOT_COLUMNS).where(tables.lots.c.lot_id.in_(chunk))
+        lots.extend(
+            TraceLot(lot_id=lot, site=site, item_code=code, item_description=description,
+                     status=status, depth=depth_of[lot])
+            for lot, site, code, description, status in conn.execute(lot_query)
+        )  # fmt: skip
+        doc_query = select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided, *in_window)
+        documents.extend(
+            TraceDocument(
+                event_id=r.event_id,
+                lot_id=r.lot_id,
+                cte=r.cte,
+                doc_type=r.doc_type,
+                doc_number=r.doc_number,
+                site=r.site,
+                party_id=r.party_id,
+                party_name=r.party_name,
+                partner_lot=r.partner_lot,
+                location_id=r.location_id,
+                location_name=r.location_name,
+                quantity=r.quantity,
+                unit=r.unit,
+                occurred_at=utc(r.occurred_at),
+            )
+            for r in conn.execute(doc_query)
+        )
+    return lots, documents
 
 
 def _both(

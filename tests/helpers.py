@@ -37,7 +37,8 @@ def snapshot(store: GenealogyStore) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     with store.engine.connect() as conn:
         for table in GENEALOGY_TABLES:
-            cols = [c for c in table.columns if c.name not in {"ingested_at", "seen_at"}]
+            # ingestion bookkeeping: when and in which write a row arrived, not what it says
+            cols = [c for c in table.columns if c.name not in {"ingested_at", "seen_at", "seq"}]
             out[table.name] = sorted(
                 tuple(utc(v) if isinstance(v, datetime) else v for v in r)
                 for r in conn.execute(select(*cols))
