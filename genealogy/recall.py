@@ -321,27 +321,32 @@ def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> di
             for r in conn.execute(query):
                 incoming[r.child_lot].append(r)
     share: dict[str, Decimal] = {s: Decimal(1) for s in seeds}
-    pending = [lot for lot in affected if lot not in share]
-    affected_set = set(affected)
-    progress = True
-    while pending and progress:  # in dependency order; a rework loop is left without share
-        progress = False
-        for lot in list(pending):
-            rows = incoming.get(lot, [])
-            parents = {r.parent_lot for r in rows}
-            if any(p in pending for p in parents if p in affected_set):
-                continue
-            pending.remove(lot)
-            progress = True
-            suspect = total = Decimal(0)
-            weighable = True
-            for r in rows:
-                if r.unit_used != "KGM":
-                    weighable = False
-                total += r.quantity_used
-                suspect += share.get(r.parent_lot, Decimal(0)) * r.quantity_used
-            if weighable and total > 0:
-                share[lot] = suspect / total
+    pending = {lot for lot in affected if lot not in share}
+    # in dependency order (Kahn): a lot waits for its affected parents still pending, so a
+    # rework loop, and what is made from it, is left without share
+    waiting: dict[str, int] = {}
+    children: dict[str, list[str]] = defaultdict(list)
+    for lot in pending:
+        parents = {r.parent_lot for r in incoming.get(lot, [])} & pending
+        waiting[lot] = len(parents)
+        for parent in parents:
+            children[parent].append(lot)
+    ready = [lot for lot, count in waiting.items() if count == 0]
+    while ready:
+        lot = ready.pop()
+        for child in children.get(lot, []):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+        suspect = total = Decimal(0)
+        weighable = True
+        for r in incoming.get(lot, []):
+            if r.unit_used != "KGM":
+                weighable = False
+            total += r.quantity_used
+            suspect += share.get(r.parent_lot, Decimal(0)) * r.quantity_used
+        if weighable and total > 0:
+            share[lot] = suspect / total
     return {lot: value.quantize(_KG) for lot, value in share.items()}
 
 

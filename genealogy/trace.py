@@ -20,13 +20,16 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from operator import attrgetter
+from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select
+from sqlalchemy import Connection, String, and_, any_, bindparam, exists, func, select
+from sqlalchemy.dialects import postgresql
 
 from genealogy import tables
 from genealogy.graph import TraceEdge, graph_of
@@ -203,10 +206,20 @@ def trace(
 _LOT_ORDER = attrgetter("depth", "lot_id")
 _EDGE_ORDER = attrgetter("parent_lot", "child_lot", "via")
 _DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
-#: lot ids per IN list: few round trips, well under SQLite's and PostgreSQL's bind limits
-_CHUNK = 5_000
 _LOT_COLUMNS = [tables.lots.c[name] for name in
                 ("lot_id", "site", "item_code", "item_description", "status")]  # fmt: skip
+
+
+def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN values`` with the values as one bound parameter, however many.
+
+    An IN list binds one parameter per value, which SQLAlchemy renders on every call and
+    SQLite and PostgreSQL cap; a JSON array (SQLite) or an array (PostgreSQL) does not.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+    listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def _details(
@@ -218,36 +231,32 @@ def _details(
     in_window = [] if window is None else [docs.c.occurred_at >= window[0],
                                            docs.c.occurred_at <= window[1]]  # fmt: skip
     reached = list(depth_of)
-    lots: list[TraceLot] = []
-    documents: list[TraceDocument] = []
-    for i in range(0, len(reached), _CHUNK):
-        chunk = reached[i : i + _CHUNK]
-        lot_query = select(*_LOT_COLUMNS).where(tables.lots.c.lot_id.in_(chunk))
-        lots.extend(
-            TraceLot(lot_id=lot, site=site, item_code=code, item_description=description,
-                     status=status, depth=depth_of[lot])
-            for lot, site, code, description, status in conn.execute(lot_query)
-        )  # fmt: skip
-        doc_query = select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided, *in_window)
-        documents.extend(
-            TraceDocument(
-                event_id=r.event_id,
-                lot_id=r.lot_id,
-                cte=r.cte,
-                doc_type=r.doc_type,
-                doc_number=r.doc_number,
-                site=r.site,
-                party_id=r.party_id,
-                party_name=r.party_name,
-                partner_lot=r.partner_lot,
-                location_id=r.location_id,
-                location_name=r.location_name,
-                quantity=r.quantity,
-                unit=r.unit,
-                occurred_at=utc(r.occurred_at),
-            )
-            for r in conn.execute(doc_query)
+    lot_query = select(*_LOT_COLUMNS).where(one_of(conn, tables.lots.c.lot_id, reached))
+    lots = [
+        TraceLot(lot_id=lot, site=site, item_code=code, item_description=description,
+                 status=status, depth=depth_of[lot])
+        for lot, site, code, description, status in conn.execute(lot_query)
+    ]  # fmt: skip
+    doc_query = select(docs).where(one_of(conn, docs.c.lot_id, reached), ~doc_voided, *in_window)
+    documents = [
+        TraceDocument(
+            event_id=r.event_id,
+            lot_id=r.lot_id,
+            cte=r.cte,
+            doc_type=r.doc_type,
+            doc_number=r.doc_number,
+            site=r.site,
+            party_id=r.party_id,
+            party_name=r.party_name,
+            partner_lot=r.partner_lot,
+            location_id=r.location_id,
+            location_name=r.location_name,
+            quantity=r.quantity,
+            unit=r.unit,
+            occurred_at=utc(r.occurred_at),
         )
+        for r in conn.execute(doc_query)
+    ]
     return lots, documents
 
 
