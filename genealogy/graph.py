@@ -1,29 +1,29 @@
-"""The store's lot links held in memory, per process, and kept fresh from the store clock.
+"""The store's lot links and lot facts held in memory, per process, kept fresh by a clock.
 
-A trace walks this graph instead of querying the database level by level: the links
-are loaded once, then only the links stored since are read. Lot links are append-only
-(a link is never updated or deleted); what changes is whether a link is live, when an
-event at either end of it is voided. So the graph follows two counters of the
-``genealogy_clock`` table, which every store write moves in its own transaction:
+A trace walks this graph instead of querying the database level by level: links and lots
+are loaded once, then only the rows written since are read. Lot links are append-only (a
+link is never updated or deleted); what changes is whether a link is live, when an event at
+either end of it is voided. Lots change (status, item details). So the graph follows two
+counters of the ``genealogy_clock`` table, which every store write moves in its own
+transaction:
 
-* ``links``: a writer that may add links moves it first and stamps its links with the
-  new value (``lot_links.seq``). Taking that row serializes link writers, so a reader
-  that sees clock value N sees every link with ``seq <= N`` and reads ``seq > M`` to
+* ``writes``: every :meth:`GenealogyStore.apply` moves it first and stamps the links and
+  lots it writes with the new value (``seq``). Taking that row serializes writers, so a
+  reader that sees clock value N sees every row with ``seq <= N`` and reads ``seq > M`` to
   catch up from M.
 * ``voids``: moved when events are voided. The voided events are few; the graph re-reads
   them (a partial index) and drops the links they touch. A voided event stays voided.
 
 **Freshness rule**: every walk first reads the clock (one small query) and catches up, so a
 trace sees every link and void committed before it started, whichever process wrote them.
-Links written around the store (not through :meth:`GenealogyStore.apply`) are seen only if
+Rows written around the store (not through :meth:`GenealogyStore.apply`) are seen only if
 they were there when the graph first loaded.
 
 Example::
 
     >>> graph = graph_of(store)                                     # doctest: +SKIP
     >>> with store.engine.connect() as conn:                        # doctest: +SKIP
-    ...     reached, edges, truncated = graph.walk(conn, root, backward=True,
-    ...                                            max_depth=20, max_lots=10_000)
+    ...     walk = graph.walk(conn, root, backward=True, max_depth=20, max_lots=10_000)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -65,8 +66,44 @@ _LINK_COLUMNS = [
 ]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class TraceLot:
+    """A lot reached by the walk, with its distance from the start."""
+
+    lot_id: str
+    site: str
+    item_code: str | None
+    item_description: str | None
+    status: str | None
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """What one walk reached."""
+
+    #: the reached lots that are stored (a lot named only by a link may not be), by depth
+    #: and then lot id
+    lots: list[TraceLot]
+    #: the links followed, by parent lot, child lot and ``via``
+    edges: list[TraceEdge]
+    #: the walk stopped short, at the size or the depth limit
+    truncated: bool
+
+
+_LOT_COLUMNS = [tables.lots.c[name] for name in
+                ("lot_id", "site", "item_code", "item_description", "status")]  # fmt: skip
+#: a lot's site, item code, item description and status
+_Facts = tuple[str, str | None, str | None, str | None]
+#: a link as one end sees it: (sort key, the lot at the other end, the edge); the key is
+#: made once, as sorting thousands of edges by three attributes per trace costs more
+_Entry = tuple[str, str, TraceEdge]
+_BY_KEY = itemgetter(0)
+
+
 class LinkGraph:
-    """Live lot links of one store by child (for backward walks) and by parent (forward).
+    """Live lot links of one store by child (for backward walks) and by parent (forward),
+    and the facts of every lot.
 
     Thread-safe: the API answers traces from a thread pool, and a walk and a catch-up
     never interleave.
@@ -74,11 +111,13 @@ class LinkGraph:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._links_at = -1  # the links clock value everything up to is loaded (-1: nothing)
+        self._links_at = -1  # the writes clock value links are loaded up to (-1: nothing yet)
+        self._lots_at = -1
         self._voids_at = -1
+        self._facts: dict[str, _Facts] = {}
         self._voided: set[str] = set()
-        self._up: dict[str, list[TraceEdge]] = {}
-        self._down: dict[str, list[TraceEdge]] = {}
+        self._up: dict[str, list[_Entry]] = {}
+        self._down: dict[str, list[_Entry]] = {}
         #: (parent event, child event, edge) of every live link, to drop those a void kills
         self._events: list[tuple[str, str, TraceEdge]] = []
         # equal values shared across links: a million links repeat a few units, kinds,
@@ -94,7 +133,7 @@ class LinkGraph:
         max_depth: int,
         max_lots: int,
         window: tuple[datetime, datetime] | None = None,
-    ) -> tuple[dict[str, int], list[TraceEdge], bool]:
+    ) -> Walk:
         """Breadth-first walk from ``root``: the lots reached with their depth, the links
         followed, and whether the walk stopped short (at ``max_lots`` or ``max_depth``).
 
@@ -106,8 +145,9 @@ class LinkGraph:
         with self._lock:
             self._catch_up(conn)
             adjacency = self._up if backward else self._down
-            depth_of = {root: 0}
-            edges: list[TraceEdge] = []
+            seen = {root}
+            order = [(root, 0)]
+            found: list[_Entry] = []
             frontier = [root]
             depth = 0
             truncated = False
@@ -119,36 +159,38 @@ class LinkGraph:
                     if not out:
                         continue
                     if window is not None:
-                        out = [e for e in out if window[0] <= e.occurred_at <= window[1]]
-                    edges.extend(out)
-                    for e in out:
-                        other = e.parent_lot if backward else e.child_lot
-                        if other not in depth_of:
-                            depth_of[other] = depth
+                        out = [x for x in out if window[0] <= x[2].occurred_at <= window[1]]
+                    found.extend(out)
+                    for _, other, _ in out:
+                        if other not in seen:
+                            seen.add(other)
                             fresh.append(other)
-                if len(depth_of) > max_lots:
+                fresh.sort()
+                if len(seen) > max_lots:
                     truncated = True
-                    fresh.sort()
-                    keep = len(fresh) - (len(depth_of) - max_lots)
-                    for lot in fresh[keep:]:
-                        del depth_of[lot]
+                    keep = len(fresh) - (len(seen) - max_lots)
+                    seen.difference_update(fresh[keep:])
                     fresh = fresh[:keep]
+                order.extend((lot, depth) for lot in fresh)
                 frontier = fresh
             if frontier and depth >= max_depth and not truncated:
                 # stopped at max_depth: say so only if there was more to see
                 truncated = any(
-                    window is None or window[0] <= e.occurred_at <= window[1]
+                    window is None or window[0] <= x[2].occurred_at <= window[1]
                     for lot in frontier
-                    for e in adjacency.get(lot, ())
+                    for x in adjacency.get(lot, ())
                 )
-            return depth_of, edges, truncated
+            facts = self._facts
+            lots = [TraceLot(lot, *facts[lot], depth) for lot, depth in order if lot in facts]
+        found.sort(key=_BY_KEY)
+        return Walk(lots, [x[2] for x in found], truncated)
 
     def _catch_up(self, conn: Connection) -> None:
         """Read what the clock says changed since the last walk (see the module docs)."""
         clock = tables.genealogy_clock
         now = {r.name: int(r.value) for r in conn.execute(select(clock.c.name, clock.c.value))}
         # voids first: the voided set read is at least as new as the clock, so every link
-        # read below with seq <= now["links"] is checked against every void it could have
+        # read below with seq <= now["writes"] is checked against every void it could have
         if now["voids"] != self._voids_at:
             ev = tables.events
             voided = {
@@ -160,14 +202,28 @@ class LinkGraph:
             self._voids_at = now["voids"]
             if newly:
                 self._drop(newly)
-        if now["links"] != self._links_at:
+        if now["writes"] != self._links_at:
             links = tables.lot_links
-            query = select(*_LINK_COLUMNS).where(links.c.seq <= now["links"])
+            # not past the clock: a link read must not be newer than the voids read above
+            query = select(*_LINK_COLUMNS).where(links.c.seq <= now["writes"])
             if self._links_at >= 0:
                 query = query.where(links.c.seq > self._links_at)
             for row in conn.execute(query):
                 self._add(row)
-            self._links_at = now["links"]
+            self._links_at = now["writes"]
+        if now["writes"] != self._lots_at:
+            lots = tables.lots
+            # past the clock is fine (a newer status); stopping at it is not: a lot written
+            # at or before it and changed again since would be read at neither catch-up
+            query = select(*_LOT_COLUMNS)
+            if self._lots_at >= 0:
+                query = query.where(lots.c.seq > self._lots_at)
+            share = self._shared.setdefault
+            self._facts.update(
+                (share(lot, lot), (share(site, site), code, description, status))
+                for lot, site, code, description, status in conn.execute(query)
+            )
+            self._lots_at = now["writes"]
 
     def _add(self, row: Any) -> None:
         (parent, child, kind, via, used, unit_used, produced, unit_produced, at,
@@ -178,11 +234,12 @@ class LinkGraph:
         when = self._shared.get(("t", at))
         if when is None:
             when = self._shared[("t", at)] = utc(at)
+        parent, child, via = share(parent, parent), share(child, child), share(via, via)
         edge = TraceEdge(
-            parent_lot=share(parent, parent),
-            child_lot=share(child, child),
+            parent_lot=parent,
+            child_lot=child,
             kind=share(kind, kind),
-            via=share(via, via),
+            via=via,
             # by text: Decimal("1") and Decimal("1.000") are equal but print differently
             quantity_used=share(("q", str(used)), used),
             unit_used=share(unit_used, unit_used),
@@ -190,8 +247,9 @@ class LinkGraph:
             unit_produced=share(unit_produced, unit_produced),
             occurred_at=when,
         )
-        self._up.setdefault(edge.child_lot, []).append(edge)
-        self._down.setdefault(edge.parent_lot, []).append(edge)
+        key = f"{parent}\0{child}\0{via}"  # orders as (parent, child, via): ids hold no NUL
+        self._up.setdefault(child, []).append((key, parent, edge))
+        self._down.setdefault(parent, []).append((key, child, edge))
         self._events.append((share(parent_event, parent_event), share(child_event, child_event),
                              edge))  # fmt: skip
 
@@ -203,7 +261,7 @@ class LinkGraph:
         self._events = [t for t in self._events if id(t[2]) not in dead]
         for edge in dead.values():
             for adjacency, lot in ((self._up, edge.child_lot), (self._down, edge.parent_lot)):
-                adjacency[lot] = [e for e in adjacency[lot] if id(e) not in dead]
+                adjacency[lot] = [x for x in adjacency[lot] if id(x[2]) not in dead]
 
 
 _graphs: weakref.WeakKeyDictionary[GenealogyStore, LinkGraph] = weakref.WeakKeyDictionary()

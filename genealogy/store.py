@@ -160,11 +160,9 @@ class GenealogyStore:
         """Store a batch of enterprise events and, in the same transaction, progress."""
         try:
             with self.engine.begin() as conn:
-                # first, before any other lock: the clock row is what orders link writers
-                link_seq = (
-                    _tick(conn, "links") if any(isinstance(e, _LINKING) for e in events) else 0
-                )
-                result = self._apply(conn, events, link_seq)
+                # first, before any other lock: the clock row is what orders writers
+                seq = _tick(conn, "writes") if events else 0
+                result = self._apply(conn, events, seq)
                 now = datetime.now(UTC)
                 for p in progress:
                     _upsert(
@@ -186,9 +184,7 @@ class GenealogyStore:
         except OperationalError as exc:
             raise StoreUnavailableError(f"genealogy store write failed: {exc}") from exc
 
-    def _apply(
-        self, conn: Connection, events: Sequence[LotEventBase], link_seq: int
-    ) -> ApplyResult:
+    def _apply(self, conn: Connection, events: Sequence[LotEventBase], seq: int) -> ApplyResult:
         ids = list({e.envelope.event_id for e in events})
         known: dict[str, str] = {}
         for chunk in _chunks(ids, 500):
@@ -247,8 +243,11 @@ class GenealogyStore:
             for lot_id in set(ev.lots()):
                 rows.add(tables.lot_events, lot_id=lot_id, event_id=env.event_id,
                          occurred_at=env.occurred_at.astimezone(UTC))  # fmt: skip
-        for link in rows.by_table.get(tables.lot_links.name, []):
-            link["seq"] = link_seq
+        for row in [
+            *rows.by_table.get(tables.lot_links.name, []),
+            *rows.by_table.get(tables.lots.name, []),
+        ]:
+            row["seq"] = seq  # fmt: skip
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
         order = [
             tables.events,
@@ -263,8 +262,8 @@ class GenealogyStore:
         for table in order:
             if table.name in rows.by_table:
                 _insert_ignore(conn, table, rows.by_table[table.name])
-        self._join_batches(conn, fresh, link_seq)
-        self._apply_statuses(conn, fresh)
+        self._join_batches(conn, fresh, seq)
+        self._apply_statuses(conn, fresh, seq)
         self._apply_corrections(conn, fresh)
         self._withdraw_parked_alerts(conn, fresh)
         return ApplyResult(stored=len(fresh), duplicates=duplicates, conflicts=len(conflicts),
@@ -299,14 +298,17 @@ class GenealogyStore:
             ins.on_conflict_do_update(
                 index_elements=["lot_id"],
                 set_={
-                    c: func.coalesce(lots.c[c], ins.excluded[c])
-                    for c in ("item_code", "item_description")
+                    **{
+                        c: func.coalesce(lots.c[c], ins.excluded[c])
+                        for c in ("item_code", "item_description")
+                    },
+                    "seq": ins.excluded.seq,
                 },
             ),
             list(merged.values()),
         )
 
-    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase], link_seq: int) -> None:
+    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase], seq: int) -> None:
         """Link every consumed lot of a batch to every produced lot, whichever came first."""
         batches = {e.batch_id for e in fresh if isinstance(e, MaterialConsumed | MaterialProduced)}
         if not batches:
@@ -327,11 +329,11 @@ class GenealogyStore:
                             f"batch:{i.event_id}:{o.event_id}", i.lot_id, o.lot_id, o.kind,
                             o.batch_id, (i.quantity, i.unit), (o.quantity, o.unit),
                             (i.event_id, o.event_id), max(utc(i.occurred_at), utc(o.occurred_at)),
-                        ) | {"seq": link_seq})  # fmt: skip
+                        ) | {"seq": seq})  # fmt: skip
         if links:
             _insert_ignore(conn, tables.lot_links, links)
 
-    def _apply_statuses(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+    def _apply_statuses(self, conn: Connection, fresh: Sequence[LotEventBase], seq: int) -> None:
         """Current status = the status of the latest event by event time, in any arrival order."""
         lots = tables.lots
         for ev in fresh:
@@ -343,7 +345,7 @@ class GenealogyStore:
                 conn.execute(
                     update(lots)
                     .where(lots.c.lot_id == ev.lot)
-                    .values(status=ev.status, status_at=at)
+                    .values(status=ev.status, status_at=at, seq=seq)
                 )
 
     def _apply_corrections(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
@@ -624,10 +626,6 @@ def _link(
         "quantity_produced": produced[0], "unit_produced": produced[1],
         "parent_event_id": events[0], "child_event_id": events[1], "occurred_at": at,
     }  # fmt: skip
-
-
-#: events that may add lot links (a batch move joins its batch's other moves)
-_LINKING = (Transformation, TransferReceived, MaterialConsumed, MaterialProduced)
 
 
 def _tick(conn: Connection, name: str) -> int:

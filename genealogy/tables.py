@@ -65,6 +65,9 @@ lots = Table(
     Column("item_description", ID, nullable=True),
     Column("status", String(20), nullable=True),
     Column("status_at", DateTime(timezone=True), nullable=True),
+    #: the ``writes`` clock value of the last transaction that changed the row
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_lots_seq", "seq"),
 )
 
 lot_aliases = Table(
@@ -92,17 +95,18 @@ lot_links = Table(
     Column("parent_event_id", ID, nullable=False),
     Column("child_event_id", ID, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
-    #: the ``links`` clock value of the transaction that stored the link (0: before the clock)
+    #: the ``writes`` clock value of the transaction that stored the link (0: before the clock)
     Column("seq", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_lot_links_parent", "parent_lot"),
     Index("ix_lot_links_child", "child_lot"),
     Index("ix_lot_links_seq", "seq"),
 )
 
-# Two counters, ``links`` and ``voids``, moved by every store write that may add lot links
-# or void events, in the same transaction. A process holding the link graph in memory reads
-# them before each trace to know whether, and from where, to catch up. Taking the ``links``
-# row first serializes link writers, so links become visible in ``seq`` order.
+# Two counters moved by store writes, in the same transaction: ``writes`` by every batch
+# (its value stamps the links and lots the batch writes, column ``seq``), ``voids`` when
+# events are voided. A process holding the genealogy graph in memory reads them before each
+# trace to know whether, and from where, to catch up. Taking the ``writes`` row first
+# serializes writers, so their rows become visible in ``seq`` order.
 genealogy_clock = Table(
     "genealogy_clock",
     metadata,

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, String, and_, any_, bindparam, exists, func, 
 from sqlalchemy.dialects import postgresql
 
 from genealogy import tables
-from genealogy.graph import TraceEdge, graph_of
+from genealogy.graph import TraceEdge, TraceLot, graph_of
 from genealogy.store import GenealogyStore, utc
 from schemas.errors import DataError
 
@@ -85,18 +85,6 @@ def check_window(start: datetime | None, end: datetime | None) -> tuple[datetime
             f"the time window may span at most {MAX_WINDOW.days} days; narrow from/to"
         )
     return start.astimezone(UTC), end.astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class TraceLot:
-    """A lot reached by the walk, with its distance from the start."""
-
-    lot_id: str
-    site: str
-    item_code: str | None
-    item_description: str | None
-    status: str | None
-    depth: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,29 +173,23 @@ def trace(
         raise ValueError(f"max_lots must be between 1 and {MAX_LOTS}")
     root = resolve_lot(store, lot_id)
     with store.engine.connect() as conn:
-        depth_of, edges, truncated = graph_of(store).walk(
+        walk = graph_of(store).walk(
             conn, root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
             max_lots=max_lots, window=window,
         )  # fmt: skip
-        lots, documents = _details(conn, depth_of, window)
-    lots.sort(key=_LOT_ORDER)
-    documents.sort(key=_DOC_ORDER)
+        documents = _documents(conn, [lot.lot_id for lot in walk.lots], window)
     return TraceResult(
         root=root,
         direction=direction,
-        lots=lots,
-        edges=sorted(edges, key=_EDGE_ORDER),
-        documents=documents,
-        truncated=truncated,
+        lots=walk.lots,
+        edges=walk.edges,
+        documents=sorted(documents, key=_DOC_ORDER),
+        truncated=walk.truncated,
         window=window,
     )
 
 
-_LOT_ORDER = attrgetter("depth", "lot_id")
-_EDGE_ORDER = attrgetter("parent_lot", "child_lot", "via")
 _DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
-_LOT_COLUMNS = [tables.lots.c[name] for name in
-                ("lot_id", "site", "item_code", "item_description", "status")]  # fmt: skip
 
 
 def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
@@ -222,23 +204,16 @@ def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
     return column.in_(select(listed.c.value))
 
 
-def _details(
-    conn: Connection, depth_of: dict[str, int], window: tuple[datetime, datetime] | None
-) -> tuple[list[TraceLot], list[TraceDocument]]:
-    """The stored facts of the reached lots and their live documents (inside ``window``)."""
+def _documents(
+    conn: Connection, reached: list[str], window: tuple[datetime, datetime] | None
+) -> list[TraceDocument]:
+    """The live documents of the reached lots (inside ``window``)."""
     docs, ev = tables.documents, tables.events
     doc_voided = exists().where(and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None)))
     in_window = [] if window is None else [docs.c.occurred_at >= window[0],
                                            docs.c.occurred_at <= window[1]]  # fmt: skip
-    reached = list(depth_of)
-    lot_query = select(*_LOT_COLUMNS).where(one_of(conn, tables.lots.c.lot_id, reached))
-    lots = [
-        TraceLot(lot_id=lot, site=site, item_code=code, item_description=description,
-                 status=status, depth=depth_of[lot])
-        for lot, site, code, description, status in conn.execute(lot_query)
-    ]  # fmt: skip
     doc_query = select(docs).where(one_of(conn, docs.c.lot_id, reached), ~doc_voided, *in_window)
-    documents = [
+    return [
         TraceDocument(
             event_id=r.event_id,
             lot_id=r.lot_id,
@@ -257,7 +232,6 @@ def _details(
         )
         for r in conn.execute(doc_query)
     ]
-    return lots, documents
 
 
 def _both(

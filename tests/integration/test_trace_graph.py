@@ -29,6 +29,7 @@ from schemas.model import (
     LotEventBase,
     LotReceived,
     LotShipped,
+    LotStatusChanged,
     MaterialConsumed,
     MaterialProduced,
     TransferReceived,
@@ -239,6 +240,10 @@ def test_a_trace_sees_links_and_voids_written_just_before_by_any_store(
     api.apply([_blend("ALP:F3", "ALP:F1", DAY + timedelta(hours=2))])  # a rework loop
     assert [(x.lot_id, x.depth) for x in trace(worker, "ALP:F3", Direction.FORWARD).lots] == [
         ("ALP:F3", 0), ("ALP:F1", 1), ("ALP:F2", 2)]  # fmt: skip
+    worker.apply([LotStatusChanged(envelope=envelope("LotStatusChanged"), lot="ALP:F2",
+                                   status="BLOCKED", reason_code="QC-FAIL", actor="qa.test")])  # fmt: skip
+    assert {x.lot_id: x.status for x in trace(api, "ALP:F1", Direction.FORWARD).lots} == {
+        "ALP:F1": None, "ALP:F2": "BLOCKED", "ALP:F3": None}  # fmt: skip
     worker.apply([void(second)])
     for store in (api, worker):
         result = trace(store, "ALP:F1", Direction.FORWARD)

@@ -1,4 +1,4 @@
-"""trace clock: link sequence numbers and the clock an in-memory link graph stays fresh by
+"""trace clock: write stamps on links and lots, and the clock an in-memory graph catches up by
 
 Revision ID: 0006
 Revises: 0005
@@ -23,12 +23,17 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_genealogy_clock")),
     )
-    op.bulk_insert(clock, [{"name": "links", "value": 0}, {"name": "voids", "value": 0}])
+    op.bulk_insert(clock, [{"name": "writes", "value": 0}, {"name": "voids", "value": 0}])
     with op.batch_alter_table("lot_links", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("seq", sa.BigInteger(), nullable=False, server_default=sa.text("0"))
         )
         batch_op.create_index("ix_lot_links_seq", ["seq"], unique=False)
+    with op.batch_alter_table("lots", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("seq", sa.BigInteger(), nullable=False, server_default=sa.text("0"))
+        )
+        batch_op.create_index("ix_lots_seq", ["seq"], unique=False)
     op.create_index(
         "ix_events_voided",
         "events",
@@ -41,6 +46,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_events_voided", table_name="events")
+    with op.batch_alter_table("lots", schema=None) as batch_op:
+        batch_op.drop_index("ix_lots_seq")
+        batch_op.drop_column("seq")
     with op.batch_alter_table("lot_links", schema=None) as batch_op:
         batch_op.drop_index("ix_lot_links_seq")
         batch_op.drop_column("seq")
