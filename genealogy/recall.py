@@ -35,8 +35,9 @@ from sqlalchemy import and_, exists, func, or_, select
 
 from genealogy import tables
 from genealogy.alerts import unresolved_for_lots
+from genealogy.graph import graph_of
 from genealogy.store import GenealogyStore, utc
-from genealogy.trace import Direction, LotNotFoundError, resolve_lot, trace
+from genealogy.trace import LotNotFoundError, one_of, resolve_lot
 from schemas.errors import DataError
 
 #: Refuse requests larger than these (a recall is targeted, not a data dump).
@@ -235,9 +236,14 @@ def run_recall(
     began = time.perf_counter()
     seeds = seeds if seeds is not None else seed_lots(store, request)
     depth: dict[str, int] = {}
-    for seed in seeds:
-        for lot in trace(store, seed, Direction.FORWARD).lots:
-            depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
+    with store.engine.connect() as conn:
+        for seed in seeds:
+            # every lot made from a seed, however far and however many: a recall is bounded
+            # by its seeds (MAX_SEED_LOTS), not by the trace API's limits
+            walk = graph_of(store).walk(conn, seed, backward=False, max_depth=_UNBOUNDED,
+                                        max_lots=_UNBOUNDED)  # fmt: skip
+            for lot in walk.lots:
+                depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
     affected = sorted(depth)
     balances, locations = _balances(store, affected)
     lots_info, shipments, in_transit = _facts(store, affected)
@@ -293,6 +299,9 @@ def run_recall(
 
 
 _KG = Decimal("0.000001")
+#: lots per query: one bound parameter each (see one_of), a few round trips per recall
+_CHUNK = 20_000
+_UNBOUNDED = 1 << 62
 
 
 def _suspect_kg(share: Decimal | None, balances: list[Balance]) -> Decimal | None:
@@ -313,10 +322,10 @@ def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> di
     links = tables.lot_links
     incoming: dict[str, list[Any]] = defaultdict(list)
     with store.engine.connect() as conn:
-        for start in range(0, len(affected), 500):
-            chunk = affected[start : start + 500]
+        for start in range(0, len(affected), _CHUNK):
+            chunk = affected[start : start + _CHUNK]
             query = select(links).where(
-                links.c.child_lot.in_(chunk), _not_voided(links.c.child_event_id)
+                one_of(conn, links.c.child_lot, chunk), _not_voided(links.c.child_event_id)
             )
             for r in conn.execute(query):
                 incoming[r.child_lot].append(r)
@@ -362,10 +371,12 @@ def _balances(
     sums: dict[tuple[str, str], Balance] = {}
     latest: dict[str, tuple[datetime, str]] = {}
     with store.engine.connect() as conn:
-        for start in range(0, len(lots), 500):
-            chunk = lots[start : start + 500]
+        for start in range(0, len(lots), _CHUNK):
+            chunk = lots[start : start + _CHUNK]
             rows = conn.execute(
-                select(ledger).where(ledger.c.lot_id.in_(chunk), _not_voided(ledger.c.event_id))
+                select(ledger).where(
+                    one_of(conn, ledger.c.lot_id, chunk), _not_voided(ledger.c.event_id)
+                )
             )
             for r in rows:
                 b = sums.setdefault((r.lot_id, r.unit), Balance(unit=r.unit))
@@ -395,12 +406,14 @@ def _facts(
     shipments: list[dict[str, Any]] = []
     in_transit: list[dict[str, Any]] = []
     with store.engine.connect() as conn:
-        for start in range(0, len(lots), 500):
-            chunk = lots[start : start + 500]
-            for r in conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk))):
+        for start in range(0, len(lots), _CHUNK):
+            chunk = lots[start : start + _CHUNK]
+            for r in conn.execute(
+                select(tables.lots).where(one_of(conn, tables.lots.c.lot_id, chunk))
+            ):
                 info[r.lot_id] = {"site": r.site, "item_code": r.item_code,
                                   "item_description": r.item_description, "status": r.status}  # fmt: skip
-            shipped = select(docs).where(docs.c.lot_id.in_(chunk), docs.c.cte == "SHIPPING",
+            shipped = select(docs).where(one_of(conn, docs.c.lot_id, chunk), docs.c.cte == "SHIPPING",
                                          _not_voided(docs.c.event_id))  # fmt: skip
             for r in conn.execute(shipped):
                 shipments.append({"lot_id": r.lot_id, "customer": r.party_name,
@@ -410,7 +423,7 @@ def _facts(
                                   "unit": r.unit})  # fmt: skip
             received = select(links.c.via).where(links.c.kind == "TRANSFER")
             pending = select(ledger).where(
-                ledger.c.lot_id.in_(chunk), ledger.c.category == "TRANSFERRED_OUT",
+                one_of(conn, ledger.c.lot_id, chunk), ledger.c.category == "TRANSFERRED_OUT",
                 ledger.c.ref.not_in(received), _not_voided(ledger.c.event_id),
             )  # fmt: skip
             for r in conn.execute(pending):
