@@ -14,8 +14,14 @@ transaction:
 * ``voids``: moved when events are voided. The voided events are few; the graph re-reads
   them (a partial index) and drops the links they touch. A voided event stays voided.
 
-**Freshness rule**: every walk first reads the clock (one small query) and catches up, so a
-trace sees every link and void committed before it started, whichever process wrote them.
+A bulk load ends with :func:`gc.freeze`: the process's objects at that point (the graph
+among them) are left out of the cyclic garbage collector's scans, whose full passes over
+the graph were the slowest traces. The graph holds no reference cycles; refcounting still
+frees what it drops.
+
+**Freshness rule**: every trace first reads the clock (one small query) and catches up, so
+a trace sees every link, lot and void committed before it started, whichever process wrote
+them.
 Rows written around the store (not through :meth:`GenealogyStore.apply`) are seen only if
 they were there when the graph first loaded.
 
@@ -23,11 +29,13 @@ Example::
 
     >>> graph = graph_of(store)                                     # doctest: +SKIP
     >>> with store.engine.connect() as conn:                        # doctest: +SKIP
-    ...     walk = graph.walk(conn, root, backward=True, max_depth=20, max_lots=10_000)
+    ...     graph.catch_up(conn)
+    >>> walk = graph.walk(root, backward=True, max_depth=20, max_lots=10_000)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import weakref
 from dataclasses import dataclass
@@ -99,6 +107,10 @@ _Facts = tuple[str, str | None, str | None, str | None]
 #: made once, as sorting thousands of edges by three attributes per trace costs more
 _Entry = tuple[str, str, TraceEdge]
 _BY_KEY = itemgetter(0)
+#: links read in one catch-up from which the graph is moved out of the collector's way
+_FREEZE_AFTER = 10_000
+#: TraceLot objects kept for reuse at most
+_MADE_MAX = 2_000_000
 
 
 class LinkGraph:
@@ -118,15 +130,31 @@ class LinkGraph:
         self._voided: set[str] = set()
         self._up: dict[str, list[_Entry]] = {}
         self._down: dict[str, list[_Entry]] = {}
+        # the lots at the other ends alone: a level is then a few set operations in C
+        self._parents: dict[str, list[str]] = {}
+        self._children: dict[str, list[str]] = {}
+        # TraceLot objects made, by lot and depth: immutable, so traces share them; a lot's
+        # are dropped when its facts change
+        self._made: dict[str, dict[int, TraceLot]] = {}
+        self._made_count = 0
         #: (parent event, child event, edge) of every live link, to drop those a void kills
         self._events: list[tuple[str, str, TraceEdge]] = []
         # equal values shared across links: a million links repeat a few units, kinds,
         # timestamps and quantities, and every lot id appears in several links
         self._shared: dict[Any, Any] = {}
 
+    def catch_up(self, conn: Connection) -> None:
+        """Read what the store clock says changed since the last catch-up (see the module
+        docs); a walk sees the store as of its last catch-up."""
+        with self._lock:
+            self._catch_up(conn)
+
+    def has_lot(self, lot_id: str) -> bool:
+        """True if ``lot_id`` is a stored lot (as of the last catch-up)."""
+        return lot_id in self._facts
+
     def walk(
         self,
-        conn: Connection,
         root: str,
         *,
         backward: bool,
@@ -143,47 +171,65 @@ class LinkGraph:
         lot id are kept, and the links to the others are still listed.
         """
         with self._lock:
-            self._catch_up(conn)
             adjacency = self._up if backward else self._down
+            neighbours = self._parents if backward else self._children
             seen = {root}
-            order = [(root, 0)]
+            levels = [[root]]
             found: list[_Entry] = []
             frontier = [root]
-            depth = 0
             truncated = False
-            while frontier and depth < max_depth:
-                depth += 1
-                fresh: list[str] = []
+            while frontier and len(levels) <= max_depth:
+                reach: set[str] = set()
                 for lot in frontier:
                     out = adjacency.get(lot)
                     if not out:
                         continue
-                    if window is not None:
-                        out = [x for x in out if window[0] <= x[2].occurred_at <= window[1]]
-                    found.extend(out)
-                    for _, other, _ in out:
-                        if other not in seen:
-                            seen.add(other)
-                            fresh.append(other)
-                fresh.sort()
-                if len(seen) > max_lots:
+                    if window is None:
+                        found.extend(out)
+                        reach.update(neighbours[lot])
+                    else:
+                        inside = [x for x in out if window[0] <= x[2].occurred_at <= window[1]]
+                        found.extend(inside)
+                        reach.update(x[1] for x in inside)
+                fresh = sorted(reach - seen)
+                if len(seen) + len(fresh) > max_lots:
                     truncated = True
-                    keep = len(fresh) - (len(seen) - max_lots)
-                    seen.difference_update(fresh[keep:])
-                    fresh = fresh[:keep]
-                order.extend((lot, depth) for lot in fresh)
+                    fresh = fresh[: max_lots - len(seen)]
+                seen.update(fresh)
+                levels.append(fresh)
                 frontier = fresh
-            if frontier and depth >= max_depth and not truncated:
+            if frontier and len(levels) > max_depth and not truncated:
                 # stopped at max_depth: say so only if there was more to see
                 truncated = any(
                     window is None or window[0] <= x[2].occurred_at <= window[1]
                     for lot in frontier
                     for x in adjacency.get(lot, ())
                 )
-            facts = self._facts
-            lots = [TraceLot(lot, *facts[lot], depth) for lot, depth in order if lot in facts]
+            lots = [
+                made
+                for depth, level in enumerate(levels)
+                for lot_id in level
+                if (made := self._lot(lot_id, depth)) is not None
+            ]
         found.sort(key=_BY_KEY)
         return Walk(lots, [x[2] for x in found], truncated)
+
+    def _lot(self, lot_id: str, depth: int) -> TraceLot | None:
+        made = self._made.get(lot_id)
+        if made is not None:
+            lot = made.get(depth)
+            if lot is not None:
+                return lot
+        facts = self._facts.get(lot_id)
+        if facts is None:
+            return None
+        if self._made_count >= _MADE_MAX:  # bound the memory: start again
+            self._made.clear()
+            self._made_count = 0
+        lot = TraceLot(lot_id, *facts, depth)
+        self._made.setdefault(lot_id, {})[depth] = lot
+        self._made_count += 1
+        return lot
 
     def _catch_up(self, conn: Connection) -> None:
         """Read what the clock says changed since the last walk (see the module docs)."""
@@ -208,9 +254,16 @@ class LinkGraph:
             query = select(*_LINK_COLUMNS).where(links.c.seq <= now["writes"])
             if self._links_at >= 0:
                 query = query.where(links.c.seq > self._links_at)
+            added = 0
             for row in conn.execute(query):
                 self._add(row)
+                added += 1
             self._links_at = now["writes"]
+            if added >= _FREEZE_AFTER:
+                # the graph lives as long as the process: keep the cyclic collector from
+                # scanning it again and again (a full collection over a million links takes
+                # seconds, and lands inside some unlucky trace); it is freed by refcount
+                gc.freeze()
         if now["writes"] != self._lots_at:
             lots = tables.lots
             # past the clock is fine (a newer status); stopping at it is not: a lot written
@@ -219,10 +272,10 @@ class LinkGraph:
             if self._lots_at >= 0:
                 query = query.where(lots.c.seq > self._lots_at)
             share = self._shared.setdefault
-            self._facts.update(
-                (share(lot, lot), (share(site, site), code, description, status))
-                for lot, site, code, description, status in conn.execute(query)
-            )
+            for lot, site, code, description, status in conn.execute(query):
+                self._facts[share(lot, lot)] = (share(site, site), code, description, status)
+                if self._made:
+                    self._made_count -= len(self._made.pop(lot, ()))
             self._lots_at = now["writes"]
 
     def _add(self, row: Any) -> None:
@@ -250,6 +303,8 @@ class LinkGraph:
         key = f"{parent}\0{child}\0{via}"  # orders as (parent, child, via): ids hold no NUL
         self._up.setdefault(child, []).append((key, parent, edge))
         self._down.setdefault(parent, []).append((key, child, edge))
+        self._parents.setdefault(child, []).append(parent)
+        self._children.setdefault(parent, []).append(child)
         self._events.append((share(parent_event, parent_event), share(child_event, child_event),
                              edge))  # fmt: skip
 
@@ -260,8 +315,10 @@ class LinkGraph:
             return
         self._events = [t for t in self._events if id(t[2]) not in dead]
         for edge in dead.values():
-            for adjacency, lot in ((self._up, edge.child_lot), (self._down, edge.parent_lot)):
+            for adjacency, others, lot in ((self._up, self._parents, edge.child_lot),
+                                           (self._down, self._children, edge.parent_lot)):  # fmt: skip
                 adjacency[lot] = [x for x in adjacency[lot] if id(x[2]) not in dead]
+                others[lot] = [x[1] for x in adjacency[lot]]
 
 
 _graphs: weakref.WeakKeyDictionary[GenealogyStore, LinkGraph] = weakref.WeakKeyDictionary()

@@ -236,14 +236,15 @@ def run_recall(
     began = time.perf_counter()
     seeds = seeds if seeds is not None else seed_lots(store, request)
     depth: dict[str, int] = {}
+    graph = graph_of(store)
     with store.engine.connect() as conn:
-        for seed in seeds:
-            # every lot made from a seed, however far and however many: a recall is bounded
-            # by its seeds (MAX_SEED_LOTS), not by the trace API's limits
-            walk = graph_of(store).walk(conn, seed, backward=False, max_depth=_UNBOUNDED,
-                                        max_lots=_UNBOUNDED)  # fmt: skip
-            for lot in walk.lots:
-                depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
+        graph.catch_up(conn)
+    for seed in seeds:
+        # every lot made from a seed, however far and however many: a recall is bounded
+        # by its seeds (MAX_SEED_LOTS), not by the trace API's limits
+        for lot in graph.walk(seed, backward=False, max_depth=_UNBOUNDED,
+                              max_lots=_UNBOUNDED).lots:  # fmt: skip
+            depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
     affected = sorted(depth)
     balances, locations = _balances(store, affected)
     lots_info, shipments, in_transit = _facts(store, affected)

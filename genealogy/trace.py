@@ -128,16 +128,20 @@ def resolve_lot(store: GenealogyStore, lot: str) -> str:
     several lots names them all so the caller can pick one.
     """
     with store.engine.connect() as conn:
-        if conn.execute(select(tables.lots.c.lot_id).where(tables.lots.c.lot_id == lot)).first():
-            return lot
-        matches = sorted(
-            {
-                r.lot_id
-                for r in conn.execute(
-                    select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
-                )
-            }
-        )
+        return _resolve(conn, lot)
+
+
+def _resolve(conn: Connection, lot: str) -> str:
+    if conn.execute(select(tables.lots.c.lot_id).where(tables.lots.c.lot_id == lot)).first():
+        return lot
+    matches = sorted(
+        {
+            r.lot_id
+            for r in conn.execute(
+                select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
+            )
+        }
+    )
     if not matches:
         raise LotNotFoundError(f"no lot has the id or alias {lot!r}")
     if len(matches) > 1:
@@ -171,10 +175,13 @@ def trace(
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH}")
     if not 1 <= max_lots <= MAX_LOTS:
         raise ValueError(f"max_lots must be between 1 and {MAX_LOTS}")
-    root = resolve_lot(store, lot_id)
+    graph = graph_of(store)
     with store.engine.connect() as conn:
-        walk = graph_of(store).walk(
-            conn, root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
+        graph.catch_up(conn)
+        # a lot id the graph knows needs no query; an alias does
+        root = lot_id if graph.has_lot(lot_id) else _resolve(conn, lot_id)
+        walk = graph.walk(
+            root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
             max_lots=max_lots, window=window,
         )  # fmt: skip
         documents = _documents(conn, [lot.lot_id for lot in walk.lots], window)
