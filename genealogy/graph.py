@@ -1,18 +1,18 @@
-"""The store's lot links and lot facts held in memory, per process, kept fresh by a clock.
+"""The store's lot links, lots and documents held in memory, per process, kept fresh by a clock.
 
-A trace walks this graph instead of querying the database level by level: links and lots
-are loaded once, then only the rows written since are read. Lot links are append-only (a
-link is never updated or deleted); what changes is whether a link is live, when an event at
-either end of it is voided. Lots change (status, item details). So the graph follows two
-counters of the ``genealogy_clock`` table, which every store write moves in its own
-transaction:
+A trace walks this graph instead of querying the database level by level: links, lots and
+documents are loaded once, then only the rows written since are read. Links and documents
+are append-only (never updated or deleted); what changes is whether one is live, when its
+event is voided. Lots change (status, item details). So the graph follows two counters of
+the ``genealogy_clock`` table, which every store write moves in its own transaction:
 
-* ``writes``: every :meth:`GenealogyStore.apply` moves it first and stamps the links and
-  lots it writes with the new value (``seq``). Taking that row serializes writers, so a
+* ``writes``: every :meth:`GenealogyStore.apply` moves it first and stamps the links, lots
+  and documents it writes with the new value (``seq``). Taking that row serializes writers, so a
   reader that sees clock value N sees every row with ``seq <= N`` and reads ``seq > M`` to
   catch up from M.
 * ``voids``: moved when events are voided. The voided events are few; the graph re-reads
-  them (a partial index) and drops the links they touch. A voided event stays voided.
+  them (a partial index) and drops the links and documents they touch. A voided event
+  stays voided.
 
 A bulk load ends with :func:`gc.freeze`: the process's objects at that point (the graph
 among them) are left out of the cyclic garbage collector's scans, whose full passes over
@@ -20,9 +20,8 @@ the graph were the slowest traces. The graph holds no reference cycles; refcount
 frees what it drops.
 
 **Freshness rule**: every trace first reads the clock (one small query) and catches up, so
-a trace sees every link, lot and void committed before it started, whichever process wrote
-them.
-Rows written around the store (not through :meth:`GenealogyStore.apply`) are seen only if
+a trace sees every link, lot, document and void committed before it started, whichever
+process wrote them. Rows written around the store (not through :meth:`GenealogyStore.apply`) are seen only if
 they were there when the graph first loaded.
 
 Example::
@@ -41,7 +40,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -87,6 +86,26 @@ class TraceLot:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceDocument:
+    """A receipt, shipment, transfer or return document of a reached lot."""
+
+    event_id: str
+    lot_id: str
+    cte: str
+    doc_type: str
+    doc_number: str
+    site: str
+    party_id: str | None
+    party_name: str | None
+    partner_lot: str | None
+    location_id: str | None
+    location_name: str | None
+    quantity: Decimal
+    unit: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Walk:
     """What one walk reached."""
 
@@ -95,12 +114,19 @@ class Walk:
     lots: list[TraceLot]
     #: the links followed, by parent lot, child lot and ``via``
     edges: list[TraceEdge]
+    #: the documents of the reached lots (inside the window), by time, event and lot
+    documents: list[TraceDocument]
     #: the walk stopped short, at the size or the depth limit
     truncated: bool
 
 
 _LOT_COLUMNS = [tables.lots.c[name] for name in
                 ("lot_id", "site", "item_code", "item_description", "status")]  # fmt: skip
+_DOC_COLUMNS = [tables.documents.c[name] for name in
+                ("event_id", "lot_id", "cte", "doc_type", "doc_number", "site", "party_id",
+                 "party_name", "partner_lot", "location_id", "location_name", "quantity", "unit",
+                 "occurred_at")]  # fmt: skip
+_DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
 #: a lot's site, item code, item description and status
 _Facts = tuple[str, str | None, str | None, str | None]
 #: a link as one end sees it: (sort key, the lot at the other end, the edge); the key is
@@ -137,6 +163,8 @@ class LinkGraph:
         # are dropped when its facts change
         self._made: dict[str, dict[int, TraceLot]] = {}
         self._made_count = 0
+        self._docs: dict[str, list[TraceDocument]] = {}
+        self._docs_at = -1
         #: (parent event, child event, edge) of every live link, to drop those a void kills
         self._events: list[tuple[str, str, TraceEdge]] = []
         # equal values shared across links: a million links repeat a few units, kinds,
@@ -211,8 +239,13 @@ class LinkGraph:
                 for lot_id in level
                 if (made := self._lot(lot_id, depth)) is not None
             ]
+            docs = self._docs
+            documents = [d for lot_id in seen if lot_id in docs for d in docs[lot_id]]
+        if window is not None:
+            documents = [d for d in documents if window[0] <= d.occurred_at <= window[1]]
+        documents.sort(key=_DOC_ORDER)
         found.sort(key=_BY_KEY)
-        return Walk(lots, [x[2] for x in found], truncated)
+        return Walk(lots, [x[2] for x in found], documents, truncated)
 
     def _lot(self, lot_id: str, depth: int) -> TraceLot | None:
         made = self._made.get(lot_id)
@@ -248,6 +281,11 @@ class LinkGraph:
             self._voids_at = now["voids"]
             if newly:
                 self._drop(newly)
+                self._docs = {
+                    lot: live
+                    for lot, docs in self._docs.items()
+                    if (live := [d for d in docs if d.event_id not in newly])
+                }
         if now["writes"] != self._links_at:
             links = tables.lot_links
             # not past the clock: a link read must not be newer than the voids read above
@@ -264,6 +302,20 @@ class LinkGraph:
                 # scanning it again and again (a full collection over a million links takes
                 # seconds, and lands inside some unlucky trace); it is freed by refcount
                 gc.freeze()
+        if now["writes"] != self._docs_at:
+            docs = tables.documents
+            # not past the clock, as links
+            query = select(*_DOC_COLUMNS).where(docs.c.seq <= now["writes"])
+            if self._docs_at >= 0:
+                query = query.where(docs.c.seq > self._docs_at)
+            for (event_id, lot_id, cte, doc_type, doc_number, site, party_id, party_name,
+                 partner_lot, location_id, location_name, quantity, unit, at) in conn.execute(query):  # fmt: skip
+                if event_id not in self._voided:
+                    self._docs.setdefault(lot_id, []).append(TraceDocument(
+                        event_id, lot_id, cte, doc_type, doc_number, site, party_id, party_name,
+                        partner_lot, location_id, location_name, quantity, unit, utc(at),
+                    ))  # fmt: skip
+            self._docs_at = now["writes"]
         if now["writes"] != self._lots_at:
             lots = tables.lots
             # past the clock is fine (a newer status); stopping at it is not: a lot written

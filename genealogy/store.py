@@ -243,11 +243,9 @@ class GenealogyStore:
             for lot_id in set(ev.lots()):
                 rows.add(tables.lot_events, lot_id=lot_id, event_id=env.event_id,
                          occurred_at=env.occurred_at.astimezone(UTC))  # fmt: skip
-        for row in [
-            *rows.by_table.get(tables.lot_links.name, []),
-            *rows.by_table.get(tables.lots.name, []),
-        ]:
-            row["seq"] = seq  # fmt: skip
+        for stamped in (tables.lot_links, tables.lots, tables.documents):
+            for row in rows.by_table.get(stamped.name, []):
+                row["seq"] = seq
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
         order = [
             tables.events,

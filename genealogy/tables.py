@@ -103,8 +103,8 @@ lot_links = Table(
 )
 
 # Two counters moved by store writes, in the same transaction: ``writes`` by every batch
-# (its value stamps the links and lots the batch writes, column ``seq``), ``voids`` when
-# events are voided. A process holding the genealogy graph in memory reads them before each
+# (its value stamps the links, lots and documents the batch writes, column ``seq``),
+# ``voids`` when events are voided. A process holding the genealogy graph in memory reads them before each
 # trace to know whether, and from where, to catch up. Taking the ``writes`` row first
 # serializes writers, so their rows become visible in ``seq`` order.
 genealogy_clock = Table(
@@ -147,7 +147,10 @@ documents = Table(
     Column("quantity", QTY, nullable=False),
     Column("unit", String(3), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    #: the ``writes`` clock value of the transaction that stored the document
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_documents_lot", "lot_id"),
+    Index("ix_documents_seq", "seq"),
 )
 
 status_history = Table(

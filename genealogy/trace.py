@@ -5,7 +5,7 @@ receipts; forward walks to everything made from it, out to the customer shipment
 The walk is breadth-first over the links held in memory (:mod:`genealogy.graph`, which
 catches up with the store before every walk), bounded in depth and size, and terminates
 on rework loops because every lot is visited once; the reached lots and their documents
-are then read in a few large queries. Links and documents of voided events are left
+and documents come from memory too. Links and documents of voided events are left
 out. An optional event-time window (``start``, ``end``, both inclusive, at most
 :data:`MAX_WINDOW`) keeps only the links and documents whose transformation, transfer,
 receipt or shipment happened inside it, so the walk goes on only through what happened
@@ -23,17 +23,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
-from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, any_, bindparam, exists, func, select
+from sqlalchemy import Connection, String, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 
 from genealogy import tables
-from genealogy.graph import TraceEdge, TraceLot, graph_of
-from genealogy.store import GenealogyStore, utc
+from genealogy.graph import TraceDocument, TraceEdge, TraceLot, graph_of
+from genealogy.store import GenealogyStore
 from schemas.errors import DataError
 
 #: Refuse walks beyond these unless the caller asks for less.
@@ -85,26 +83,6 @@ def check_window(start: datetime | None, end: datetime | None) -> tuple[datetime
             f"the time window may span at most {MAX_WINDOW.days} days; narrow from/to"
         )
     return start.astimezone(UTC), end.astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class TraceDocument:
-    """A receipt, shipment, transfer or return document of a reached lot."""
-
-    event_id: str
-    lot_id: str
-    cte: str
-    doc_type: str
-    doc_number: str
-    site: str
-    party_id: str | None
-    party_name: str | None
-    partner_lot: str | None
-    location_id: str | None
-    location_name: str | None
-    quantity: Decimal
-    unit: str
-    occurred_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,23 +158,19 @@ def trace(
         graph.catch_up(conn)
         # a lot id the graph knows needs no query; an alias does
         root = lot_id if graph.has_lot(lot_id) else _resolve(conn, lot_id)
-        walk = graph.walk(
-            root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
-            max_lots=max_lots, window=window,
-        )  # fmt: skip
-        documents = _documents(conn, [lot.lot_id for lot in walk.lots], window)
+    walk = graph.walk(
+        root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
+        max_lots=max_lots, window=window,
+    )  # fmt: skip
     return TraceResult(
         root=root,
         direction=direction,
         lots=walk.lots,
         edges=walk.edges,
-        documents=sorted(documents, key=_DOC_ORDER),
+        documents=walk.documents,
         truncated=walk.truncated,
         window=window,
     )
-
-
-_DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
 
 
 def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
@@ -209,36 +183,6 @@ def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
         return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
     listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
     return column.in_(select(listed.c.value))
-
-
-def _documents(
-    conn: Connection, reached: list[str], window: tuple[datetime, datetime] | None
-) -> list[TraceDocument]:
-    """The live documents of the reached lots (inside ``window``)."""
-    docs, ev = tables.documents, tables.events
-    doc_voided = exists().where(and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None)))
-    in_window = [] if window is None else [docs.c.occurred_at >= window[0],
-                                           docs.c.occurred_at <= window[1]]  # fmt: skip
-    doc_query = select(docs).where(one_of(conn, docs.c.lot_id, reached), ~doc_voided, *in_window)
-    return [
-        TraceDocument(
-            event_id=r.event_id,
-            lot_id=r.lot_id,
-            cte=r.cte,
-            doc_type=r.doc_type,
-            doc_number=r.doc_number,
-            site=r.site,
-            party_id=r.party_id,
-            party_name=r.party_name,
-            partner_lot=r.partner_lot,
-            location_id=r.location_id,
-            location_name=r.location_name,
-            quantity=r.quantity,
-            unit=r.unit,
-            occurred_at=utc(r.occurred_at),
-        )
-        for r in conn.execute(doc_query)
-    ]
 
 
 def _both(

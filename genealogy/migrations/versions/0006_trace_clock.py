@@ -1,4 +1,4 @@
-"""trace clock: write stamps on links and lots, and the clock an in-memory graph catches up by
+"""trace clock: write stamps on links, lots and documents, and the clock an in-memory graph catches up by
 
 Revision ID: 0006
 Revises: 0005
@@ -34,6 +34,11 @@ def upgrade() -> None:
             sa.Column("seq", sa.BigInteger(), nullable=False, server_default=sa.text("0"))
         )
         batch_op.create_index("ix_lots_seq", ["seq"], unique=False)
+    with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("seq", sa.BigInteger(), nullable=False, server_default=sa.text("0"))
+        )
+        batch_op.create_index("ix_documents_seq", ["seq"], unique=False)
     op.create_index(
         "ix_events_voided",
         "events",
@@ -46,6 +51,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_events_voided", table_name="events")
+    with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.drop_index("ix_documents_seq")
+        batch_op.drop_column("seq")
     with op.batch_alter_table("lots", schema=None) as batch_op:
         batch_op.drop_index("ix_lots_seq")
         batch_op.drop_column("seq")
