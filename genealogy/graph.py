@@ -133,7 +133,7 @@ _Facts = tuple[str, str | None, str | None, str | None]
 #: made once, as sorting thousands of edges by three attributes per trace costs more
 _Entry = tuple[str, str, TraceEdge]
 _BY_KEY = itemgetter(0)
-#: links read in one catch-up from which the graph is moved out of the collector's way
+#: rows read in one catch-up from which the graph is moved out of the collector's way
 _FREEZE_AFTER = 10_000
 #: TraceLot objects kept for reuse at most
 _MADE_MAX = 2_000_000
@@ -149,6 +149,10 @@ class LinkGraph:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget everything: the next catch-up loads the store afresh."""
         self._links_at = -1  # the writes clock value links are loaded up to (-1: nothing yet)
         self._lots_at = -1
         self._voids_at = -1
@@ -175,7 +179,17 @@ class LinkGraph:
         """Read what the store clock says changed since the last catch-up (see the module
         docs); a walk sees the store as of its last catch-up."""
         with self._lock:
-            self._catch_up(conn)
+            try:
+                added = self._catch_up(conn)
+            except BaseException:
+                # half a catch-up would be read again, doubling links: start over instead
+                self._reset()
+                raise
+            if added >= _FREEZE_AFTER:
+                # the graph lives as long as the process: keep the cyclic collector from
+                # scanning it again and again (a full collection over a million links takes
+                # seconds, and lands inside some unlucky trace); it is freed by refcount
+                gc.freeze()
 
     def has_lot(self, lot_id: str) -> bool:
         """True if ``lot_id`` is a stored lot (as of the last catch-up)."""
@@ -264,8 +278,10 @@ class LinkGraph:
         self._made_count += 1
         return lot
 
-    def _catch_up(self, conn: Connection) -> None:
-        """Read what the clock says changed since the last walk (see the module docs)."""
+    def _catch_up(self, conn: Connection) -> int:
+        """Read what the clock says changed since the last walk (see the module docs);
+        how many rows that was."""
+        added = 0
         clock = tables.genealogy_clock
         now = {r.name: int(r.value) for r in conn.execute(select(clock.c.name, clock.c.value))}
         # voids first: the voided set read is at least as new as the clock, so every link
@@ -292,16 +308,10 @@ class LinkGraph:
             query = select(*_LINK_COLUMNS).where(links.c.seq <= now["writes"])
             if self._links_at >= 0:
                 query = query.where(links.c.seq > self._links_at)
-            added = 0
             for row in conn.execute(query):
                 self._add(row)
                 added += 1
             self._links_at = now["writes"]
-            if added >= _FREEZE_AFTER:
-                # the graph lives as long as the process: keep the cyclic collector from
-                # scanning it again and again (a full collection over a million links takes
-                # seconds, and lands inside some unlucky trace); it is freed by refcount
-                gc.freeze()
         if now["writes"] != self._docs_at:
             docs = tables.documents
             # not past the clock, as links
@@ -310,6 +320,7 @@ class LinkGraph:
                 query = query.where(docs.c.seq > self._docs_at)
             for (event_id, lot_id, cte, doc_type, doc_number, site, party_id, party_name,
                  partner_lot, location_id, location_name, quantity, unit, at) in conn.execute(query):  # fmt: skip
+                added += 1
                 if event_id not in self._voided:
                     self._docs.setdefault(lot_id, []).append(TraceDocument(
                         event_id, lot_id, cte, doc_type, doc_number, site, party_id, party_name,
@@ -326,9 +337,11 @@ class LinkGraph:
             share = self._shared.setdefault
             for lot, site, code, description, status in conn.execute(query):
                 self._facts[share(lot, lot)] = (share(site, site), code, description, status)
+                added += 1
                 if self._made:
                     self._made_count -= len(self._made.pop(lot, ()))
             self._lots_at = now["writes"]
+        return added
 
     def _add(self, row: Any) -> None:
         (parent, child, kind, via, used, unit_used, produced, unit_produced, at,
