@@ -191,6 +191,12 @@ class LinkGraph:
                 # seconds, and lands inside some unlucky trace); it is freed by refcount
                 gc.freeze()
 
+    def incoming(self, lots: list[str]) -> dict[str, list[TraceEdge]]:
+        """The live links into each of ``lots`` (as of the last catch-up)."""
+        with self._lock:
+            up = self._up
+            return {lot: [x[2] for x in up[lot]] for lot in lots if lot in up}
+
     def has_lot(self, lot_id: str) -> bool:
         """True if ``lot_id`` is a stored lot (as of the last catch-up)."""
         return lot_id in self._facts

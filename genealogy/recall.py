@@ -35,9 +35,9 @@ from sqlalchemy import and_, exists, func, or_, select
 
 from genealogy import tables
 from genealogy.alerts import unresolved_for_lots
-from genealogy.graph import graph_of
-from genealogy.store import GenealogyStore, utc
-from genealogy.trace import LotNotFoundError, one_of, resolve_lot
+from genealogy.graph import TraceEdge, TraceLot, graph_of
+from genealogy.store import GenealogyStore, one_of, utc
+from genealogy.trace import LotNotFoundError, resolve_lot
 from schemas.errors import DataError
 
 #: Refuse requests larger than these (a recall is targeted, not a data dump).
@@ -236,6 +236,7 @@ def run_recall(
     began = time.perf_counter()
     seeds = seeds if seeds is not None else seed_lots(store, request)
     depth: dict[str, int] = {}
+    reached: dict[str, TraceLot] = {}
     graph = graph_of(store)
     with store.engine.connect() as conn:
         graph.catch_up(conn)
@@ -245,10 +246,11 @@ def run_recall(
         for lot in graph.walk(seed, backward=False, max_depth=_UNBOUNDED,
                               max_lots=_UNBOUNDED).lots:  # fmt: skip
             depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
+            reached[lot.lot_id] = lot
     affected = sorted(depth)
     balances, locations = _balances(store, affected)
-    lots_info, shipments, in_transit = _facts(store, affected)
-    shares = _exposure(store, affected, set(seeds))
+    shipments, in_transit = _facts(store, affected)
+    shares = _exposure(graph.incoming(affected), affected, set(seeds))
     for shipment in shipments:
         share = shares.get(shipment["lot_id"])
         shipment["suspect_kg"] = (share * shipment["quantity"]).quantize(_KG) if (
@@ -256,7 +258,7 @@ def run_recall(
     gaps: list[dict[str, str]] = []
     lots: list[AffectedLot] = []
     for lot_id in affected:
-        info = lots_info.get(lot_id, {})
+        info = reached[lot_id]
         lot_balances = balances.get(lot_id, [])
         for b in lot_balances:
             if b.residual > 0:
@@ -270,9 +272,9 @@ def run_recall(
                 }
             )
         lots.append(AffectedLot(
-            lot_id=lot_id, site=info.get("site", lot_id.split(":", 1)[0]),
-            item_code=info.get("item_code"), item_description=info.get("item_description"),
-            status=info.get("status"), seed=lot_id in seeds, depth=depth[lot_id],
+            lot_id=lot_id, site=info.site, item_code=info.item_code,
+            item_description=info.item_description, status=info.status, seed=lot_id in seeds,
+            depth=depth[lot_id],
             balances=lot_balances, last_location=locations.get(lot_id),
             suspect_share=shares.get(lot_id), suspect_kg=_suspect_kg(shares.get(lot_id), lot_balances),
         ))  # fmt: skip
@@ -310,26 +312,19 @@ def _suspect_kg(share: Decimal | None, balances: list[Balance]) -> Decimal | Non
     return None if share is None or kg is None else (share * kg.inflow).quantize(_KG)
 
 
-def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> dict[str, Decimal]:
+def _exposure(
+    incoming: dict[str, list[TraceEdge]], affected: list[str], seeds: set[str]
+) -> dict[str, Decimal]:
     """Quantity-weighted exposure: the share of each affected lot that is suspect material.
 
     A made lot is taken to have the composition of what went into it: its share is
     the suspect kilograms used over all kilograms used by the transformation (or batch)
     that made it. A transfer passes the share on. Lots reached only through inputs in
-    other units than kilograms get no share (it cannot be weighed).
+    other units than kilograms get no share (it cannot be weighed). ``incoming`` holds
+    every live link into each affected lot, from affected parents or not: a
+    transformation links each of its inputs to each of its outputs, so these are all the
+    inputs.
     """
-    # every link into an affected lot, from affected parents or not: a transformation
-    # links each of its inputs to each of its outputs, so these are all the inputs
-    links = tables.lot_links
-    incoming: dict[str, list[Any]] = defaultdict(list)
-    with store.engine.connect() as conn:
-        for start in range(0, len(affected), _CHUNK):
-            chunk = affected[start : start + _CHUNK]
-            query = select(links).where(
-                one_of(conn, links.c.child_lot, chunk), _not_voided(links.c.child_event_id)
-            )
-            for r in conn.execute(query):
-                incoming[r.child_lot].append(r)
     share: dict[str, Decimal] = {s: Decimal(1) for s in seeds}
     pending = {lot for lot in affected if lot not in share}
     # in dependency order (Kahn): a lot waits for its affected parents still pending, so a
@@ -337,7 +332,7 @@ def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> di
     waiting: dict[str, int] = {}
     children: dict[str, list[str]] = defaultdict(list)
     for lot in pending:
-        parents = {r.parent_lot for r in incoming.get(lot, [])} & pending
+        parents = {e.parent_lot for e in incoming.get(lot, [])} & pending
         waiting[lot] = len(parents)
         for parent in parents:
             children[parent].append(lot)
@@ -350,11 +345,11 @@ def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> di
                 ready.append(child)
         suspect = total = Decimal(0)
         weighable = True
-        for r in incoming.get(lot, []):
-            if r.unit_used != "KGM":
+        for e in incoming.get(lot, []):
+            if e.unit_used != "KGM":
                 weighable = False
-            total += r.quantity_used
-            suspect += share.get(r.parent_lot, Decimal(0)) * r.quantity_used
+            total += e.quantity_used
+            suspect += share.get(e.parent_lot, Decimal(0)) * e.quantity_used
         if weighable and total > 0:
             share[lot] = suspect / total
     return {lot: value.quantize(_KG) for lot, value in share.items()}
@@ -401,19 +396,13 @@ def _balances(
 
 def _facts(
     store: GenealogyStore, lots: list[str]
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     docs, ledger, links = tables.documents, tables.lot_ledger, tables.lot_links
-    info: dict[str, dict[str, Any]] = {}
     shipments: list[dict[str, Any]] = []
     in_transit: list[dict[str, Any]] = []
     with store.engine.connect() as conn:
         for start in range(0, len(lots), _CHUNK):
             chunk = lots[start : start + _CHUNK]
-            for r in conn.execute(
-                select(tables.lots).where(one_of(conn, tables.lots.c.lot_id, chunk))
-            ):
-                info[r.lot_id] = {"site": r.site, "item_code": r.item_code,
-                                  "item_description": r.item_description, "status": r.status}  # fmt: skip
             shipped = select(docs).where(one_of(conn, docs.c.lot_id, chunk), docs.c.cte == "SHIPPING",
                                          _not_voided(docs.c.event_id))  # fmt: skip
             for r in conn.execute(shipped):
@@ -432,7 +421,7 @@ def _facts(
                                    "shipped_at": utc(r.occurred_at), "quantity": abs(r.quantity),
                                    "unit": r.unit})  # fmt: skip
     shipments.sort(key=lambda s: (s["shipped_at"], s["lot_id"]))
-    return info, shipments, in_transit
+    return shipments, in_transit
 
 
 def load_recall(store: GenealogyStore, recall_id: str) -> tuple[dict[str, Any], str | None] | None:

@@ -16,12 +16,25 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -634,6 +647,18 @@ def _tick(conn: Connection, name: str) -> int:
     clock = tables.genealogy_clock
     conn.execute(update(clock).where(clock.c.name == name).values(value=clock.c.value + 1))
     return int(conn.execute(select(clock.c.value).where(clock.c.name == name)).scalar_one())
+
+
+def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN values`` with the values as one bound parameter, however many.
+
+    An IN list binds one parameter per value, which SQLAlchemy renders on every call and
+    SQLite and PostgreSQL cap; a JSON array (SQLite) or an array (PostgreSQL) does not.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+    listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -20,14 +20,11 @@ Example::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import Connection, String, any_, bindparam, func, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Connection, select
 
 from genealogy import tables
 from genealogy.graph import TraceDocument, TraceEdge, TraceLot, graph_of
@@ -171,18 +168,6 @@ def trace(
         truncated=walk.truncated,
         window=window,
     )
-
-
-def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
-    """``column IN values`` with the values as one bound parameter, however many.
-
-    An IN list binds one parameter per value, which SQLAlchemy renders on every call and
-    SQLite and PostgreSQL cap; a JSON array (SQLite) or an array (PostgreSQL) does not.
-    """
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
-    listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
-    return column.in_(select(listed.c.value))
 
 
 def _both(
