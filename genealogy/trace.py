@@ -2,11 +2,10 @@
 
 Backward walks from a lot to everything it was made from, down to the supplier
 receipts; forward walks to everything made from it, out to the customer shipments.
-The walk is breadth-first over the links held in memory (:mod:`genealogy.graph`, which
-catches up with the store before every walk), bounded in depth and size, and terminates
-on rework loops because every lot is visited once; the reached lots and their documents
-and documents come from memory too. Links and documents of voided events are left
-out. An optional event-time window (``start``, ``end``, both inclusive, at most
+The walk is breadth-first over the links, lots and documents held in memory
+(:mod:`genealogy.graph`, which catches up with the store before every trace), bounded in
+depth and size, and terminates on rework loops because every lot is visited once. Links
+and documents of voided events are left out. An optional event-time window (``start``, ``end``, both inclusive, at most
 :data:`MAX_WINDOW`) keeps only the links and documents whose transformation, transfer,
 receipt or shipment happened inside it, so the walk goes on only through what happened
 then. When the size limit cuts a level short, the lots kept are those first by lot id.
@@ -30,6 +29,22 @@ from genealogy import tables
 from genealogy.graph import TraceDocument, TraceEdge, TraceLot, graph_of
 from genealogy.store import GenealogyStore
 from schemas.errors import DataError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LOTS",
+    "MAX_WINDOW",
+    "Direction",
+    "LotNotFoundError",
+    "TraceDocument",
+    "TraceEdge",
+    "TraceLot",
+    "TraceRequestError",
+    "TraceResult",
+    "check_window",
+    "resolve_lot",
+    "trace",
+]
 
 #: Refuse walks beyond these unless the caller asks for less.
 MAX_DEPTH = 100
