@@ -179,12 +179,18 @@ class LinkGraph:
         """Read what the store clock says changed since the last catch-up (see the module
         docs); a walk sees the store as of its last catch-up."""
         with self._lock:
+            collecting = gc.isenabled()
+            if self._links_at < 0:
+                gc.disable()  # a first load makes millions of objects and no garbage
             try:
                 added = self._catch_up(conn)
             except BaseException:
                 # half a catch-up would be read again, doubling links: start over instead
                 self._reset()
                 raise
+            finally:
+                if collecting:
+                    gc.enable()
             if added >= _FREEZE_AFTER:
                 # the graph lives as long as the process: keep the cyclic collector from
                 # scanning it again and again (a full collection over a million links takes
