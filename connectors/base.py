@@ -9,11 +9,13 @@ position, and maps one record to lot events. :class:`Connector` owns the loop:
    the raw payload, its source position and the reason, and the batch carries on;
 3. publish the events and wait until the broker acknowledged all of them (idempotent
    producer, ``acks=all``);
-4. only then store the new checkpoint, in the hub database.
+4. only then store the new checkpoint, in the hub database (the newest acknowledged
+   position, at most once per ``checkpoint_every_s`` and whenever the connector idles,
+   stops or fails).
 
-Steps 1-3 of the next batch overlap with the delivery of the previous ones (at most
-``max_in_flight`` batches in flight); the checkpoint only ever moves over batches
-whose every event was acknowledged, in order. A delivery failure sends the
+Steps 1-3 of the next batches overlap with the delivery of the previous ones (up to
+``max_in_flight_events`` events unacknowledged); the checkpoint only ever moves over
+batches whose every event was acknowledged, in order. A delivery failure sends the
 connector back to its checkpoint.
 
 A crash between 3 and 4 re-sends the batch on restart: events have stable ids, and
@@ -40,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
@@ -48,10 +51,17 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter, Gauge
+from pydantic import ValidationError as PydanticValidationError
 
 from connectors.checkpoints import CheckpointStore
 from connectors.publisher import Delivery, KafkaPublisher
-from schemas.errors import BrokerUnavailableError, ConfigurationError, DataError, RetriableError
+from schemas.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    DataError,
+    EventValidationError,
+    RetriableError,
+)
 from schemas.model import LotEventBase, SystemKind
 from schemas.topics import (
     DLQ_REASON,
@@ -130,14 +140,27 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord(Generic[P]):
-    """One record as read from a plant system, before mapping."""
+    """One record as read from a plant system, before mapping.
+
+    ``payload`` is the record as the source read it (a row, a parsed line, a JSON
+    object), mapped as it is; :attr:`raw` turns it into the bytes a dead letter
+    carries, only when a record needs one.
+    """
 
     position: P
     record_kind: str
     record_key: str
-    raw: bytes
+    #: JSON-serializable, or bytes kept as they are; dates and decimals become strings
+    payload: Any
     #: when the source says the record last changed (for the checkpoint-lag metric)
     changed_at: datetime | None = None
+
+    @property
+    def raw(self) -> bytes:
+        """The record for the dead-letter topic: JSON with sorted keys (bytes as read)."""
+        if isinstance(self.payload, bytes):
+            return self.payload
+        return json.dumps(self.payload, default=str, sort_keys=True).encode()
 
 
 class Source(ABC, Generic[P]):
@@ -239,7 +262,8 @@ class Connector(Generic[P]):
         batch_size: int = 500,
         poll_interval_s: float = 5.0,
         max_backoff_s: float = 60.0,
-        max_in_flight: int = 4,
+        max_in_flight_events: int = 20_000,
+        checkpoint_every_s: float = 1.0,
         checkpoint_key: str | None = None,
     ) -> None:
         self.source = source
@@ -254,11 +278,21 @@ class Connector(Generic[P]):
         )
         self._labels = (source.site, source.system_kind.value, source.name)
         POLL_INTERVAL.labels(*self._labels).set(poll_interval_s)
-        self.max_in_flight = max_in_flight
+        #: About a second of a connector's throughput: enough to go on reading and mapping
+        #: while the producer starts (its idempotent id takes ~0.5 s) or the broker is slow,
+        #: far below librdkafka's own queue (100,000 messages). A failure re-sends them all.
+        self.max_in_flight_events = max_in_flight_events
+        #: The newest acknowledged position is stored at most this often (and whenever the
+        #: connector idles, stops or fails): each save is a commit in the hub database.
+        #: A crash re-sends what was acknowledged since; stable ids make that harmless.
+        self.checkpoint_every_s = checkpoint_every_s
         #: where the position is stored: the source's name, or e.g. a backfill's own key
         self.checkpoint_key = checkpoint_key or source.name
         self._in_flight: deque[tuple[SourceRecord[P], int, Delivery]] = deque()
+        self._unacked = 0  # events of the batches in flight
         self._next: P | None = None  # read position of the batches in flight
+        self._acked: SourceRecord[P] | None = None  # acknowledged, checkpoint not yet stored
+        self._saved_at = self._reported_at = float("-inf")  # time.monotonic() of the last save
 
     def position(self) -> P | None:
         """The stored checkpoint, or None before the first delivered batch."""
@@ -268,8 +302,8 @@ class Connector(Generic[P]):
     def run_once(self) -> BatchResult:
         """One batch: read, map, send; then checkpoint every batch the broker acknowledged.
 
-        Up to ``max_in_flight`` batches are sent before waiting for their
-        acknowledgements, so reading and mapping overlap with delivery.
+        Up to ``max_in_flight_events`` events are sent before waiting for the oldest
+        batch's acknowledgements, so reading and mapping overlap with delivery.
         """
         after = self._next if self._next is not None else self.position()
         records = self.source.read(after, self.batch_size)
@@ -287,46 +321,81 @@ class Connector(Generic[P]):
             except DataError as exc:
                 dead += 1
                 self._dead_letter(record, exc)
+            except PydanticValidationError as exc:  # a value the lot model refuses
+                dead += 1
+                reason = (
+                    f"{record.record_kind} record {record.record_key} breaks the lot model: {exc}"
+                )
+                self._dead_letter(record, EventValidationError(reason))
         if dead:
             self.dead_letters.flush()  # a dead letter is a delivery too: never lose one
             RECORDS_DEAD_LETTERED.labels(*self._labels).inc(dead)
             self.status.dead_lettered += dead
         self._in_flight.append((records[-1], len(events), self.publisher.send(events)))
+        self._unacked += len(events)
         self._next = records[-1].position
-        self._advance(wait=len(self._in_flight) > self.max_in_flight)
+        self._advance(wait=self._unacked > self.max_in_flight_events)
         return BatchResult(len(records), len(events), dead)
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Wait for every batch in flight and checkpoint it; raise if one is not acknowledged."""
         if self._in_flight:
-            self._advance(wait=True, timeout_s=timeout_s)
-
-    def _advance(self, *, wait: bool, timeout_s: float = 30.0) -> None:
-        try:
-            if wait:
+            try:
                 self.publisher.flush(timeout_s)
+            except RetriableError:
+                self._forget_in_flight()
+                raise
+        self._advance(wait=False, store=True)
+
+    def _advance(self, *, wait: bool, timeout_s: float = 30.0, store: bool = False) -> None:
+        """Checkpoint the acknowledged batches at the head of the queue.
+
+        With ``wait``, block until the oldest batch is acknowledged (not all of them:
+        the newer ones stay in flight while the next batch is read and mapped). The
+        checkpoint is stored if ``store`` or ``checkpoint_every_s`` has passed.
+        """
+        try:
+            if wait and self._in_flight:
+                self.publisher.wait(self._in_flight[0][2], timeout_s)
             else:
                 self.publisher.poll()
         except RetriableError:
             self._forget_in_flight()
             raise
+        done: SourceRecord[P] | None = None
+        count = 0
+        failed: Delivery | None = None
         while self._in_flight and self._in_flight[0][2].done:
-            last, count, delivery = self._in_flight.popleft()
+            last, events, delivery = self._in_flight.popleft()
+            self._unacked -= events
             if delivery.errors:
-                self._forget_in_flight()
-                raise BrokerUnavailableError(
-                    f"{len(delivery.errors)} event(s) of {self.source.name} not acknowledged: "
-                    f"{delivery.errors[0]}"
-                )
-            self.checkpoints.save(self.checkpoint_key, last.position.to_json())
+                failed = delivery
+                break
+            done, count = last, count + events
+        if done is not None:
+            self._acked = done
             EVENTS_PUBLISHED.labels(*self._labels).inc(count)
             self.status.events_published += count
-            self._succeeded(last)
+            self._succeeded(done)
+        now = time.monotonic()
+        if self._acked is not None and (
+            store or failed is not None or now - self._saved_at >= self.checkpoint_every_s
+        ):
+            # one write for every batch acknowledged since the last: the newest covers all
+            self.checkpoints.save(self.checkpoint_key, self._acked.position.to_json())
+            self._acked, self._saved_at = None, now
+        if failed is not None:
+            self._forget_in_flight()
+            raise BrokerUnavailableError(
+                f"{len(failed.errors)} event(s) of {self.source.name} not acknowledged: "
+                f"{failed.errors[0]}"
+            )
 
     def _forget_in_flight(self) -> None:
-        """After a delivery failure, re-read from the checkpoint (at-least-once)."""
+        """After a failure, re-read after the last acknowledged batch (at-least-once)."""
         self._in_flight.clear()
-        self._next = None
+        self._unacked = 0
+        self._next = None if self._acked is None else self._acked.position
 
     def _succeeded(self, last: SourceRecord[P] | None) -> None:
         now = datetime.now(UTC)
@@ -357,6 +426,7 @@ class Connector(Generic[P]):
         self.dead_letters.publish_bytes(record.record_key.encode(), record.raw, headers=headers)
 
     def _report(self) -> None:
+        self._reported_at = time.monotonic()
         try:
             self.checkpoints.save_status(self.checkpoint_key, json.dumps(self.status.as_dict()))
         except RetriableError as exc:  # status is for people; never stop the data for it
@@ -384,7 +454,8 @@ class Connector(Generic[P]):
                     stop.wait(backoff)
                     continue
                 backoff = self.poll_interval_s
-                self._report()
+                if result.empty or time.monotonic() - self._reported_at >= self.checkpoint_every_s:
+                    self._report()
                 if result.empty:
                     if until_idle:
                         return
@@ -395,4 +466,5 @@ class Connector(Generic[P]):
             except RetriableError as exc:
                 log.warning("%s: stopped with unacknowledged events: %s", self.source.name, exc)
             finally:
+                self._report()
                 self.source.close()

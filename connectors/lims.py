@@ -38,7 +38,6 @@ Example::
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,10 +95,22 @@ class LimsRowMapper:
             raise EventValidationError(f"unknown LIMS field names {unknown}")
         self.mapping = mapping
         self._sequence = 0
+        self._keys = {f: mapping.key(f) for f in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)}
+        # the same for every row: validated once
+        self._source = EventSource(
+            system_kind=SystemKind.LIMS,
+            system_instance=mapping.system_instance,
+            site=mapping.site_code,
+        )
+        self._lab = Location(location_id=f"{mapping.site_code}-{mapping.location_id}",
+                             name=mapping.location_id, site=mapping.site_code)  # fmt: skip
 
     def _get(self, row: Mapping[str, Any], logical: str) -> str | None:
-        value = row.get(self.mapping.key(logical))
-        return None if value is None or str(value).strip() == "" else str(value).strip()
+        value = row.get(self._keys[logical])
+        if value is None:
+            return None
+        text = (value if type(value) is str else str(value)).strip()
+        return text or None
 
     def _req(self, row: Mapping[str, Any], logical: str) -> str:
         value = self._get(row, logical)
@@ -144,8 +155,7 @@ class LimsRowMapper:
         )
         tested_at = self._time(self._req(row, "tested_at"), "tested_at")
         self._sequence += 1
-        source = EventSource(system_kind=SystemKind.LIMS, system_instance=m.system_instance,
-                             site=m.site_code)  # fmt: skip
+        source = self._source
 
         def envelope(event_type: str, key: str, at: datetime, sequence: int) -> Envelope:
             return Envelope(
@@ -162,9 +172,7 @@ class LimsRowMapper:
             out.append(QcSampleTaken(
                 # sequence 0: every row of a sample must yield the very same event
                 envelope=envelope("QcSampleTaken", sample, at, 0),
-                sample_id=sample, lot=lot,
-                location=Location(location_id=f"{m.site_code}-{m.location_id}", name=m.location_id,
-                                  site=m.site_code),
+                sample_id=sample, lot=lot, location=self._lab,
             ))  # fmt: skip
         out.append(QcResultRecorded(
             envelope=envelope("QcResultRecorded", f"{sample}\x1f{test}", tested_at, self._sequence),
@@ -217,6 +225,7 @@ class LimsCsvSource(Source[FilePosition]):
         self.encoding = encoding
         self.delimiter = delimiter
         self.mapper = LimsRowMapper(mapping)
+        self._split_file: tuple[bytes, list[bytes]] | None = None
 
     def read(self, after: FilePosition | None, limit: int) -> Sequence[SourceRecord[FilePosition]]:
         """Data lines after ``after``, across files in name order."""
@@ -241,7 +250,11 @@ class LimsCsvSource(Source[FilePosition]):
             raise SourceUnavailableError(
                 f"connector {self.name}: cannot read {path}: {exc}"
             ) from exc
-        lines = data.splitlines()
+        if self._split_file is not None and self._split_file[0] == data:
+            lines = self._split_file[1]  # the same content as the last batch: split once
+        else:
+            lines = data.splitlines()
+            self._split_file = (data, lines)
         # A last line without its newline may still be being written: leave it for later.
         if lines and not data.endswith((b"\n", b"\r")):
             lines = lines[:-1]
@@ -249,36 +262,41 @@ class LimsCsvSource(Source[FilePosition]):
             return []
         header = self._split(lines[0].decode(self.encoding, errors="replace"))
         out = []
-        for number, raw in enumerate(lines[1:], start=2):
-            if number <= after_line or not raw.strip():
+        for number in range(max(after_line + 1, 2), len(lines) + 1):
+            raw = lines[number - 1]
+            if not raw.strip():
                 continue
+            fields: dict[str, str] | None
+            problem: str | None
             try:
-                values = self._split(raw.decode(self.encoding))
-                fields: dict[str, Any] | None = dict(zip(header, values, strict=False))
+                text = raw.decode(self.encoding)
+            except UnicodeDecodeError as exc:
+                text = raw.decode(self.encoding, errors="replace")
+                fields, problem = None, f"not {self.encoding}: {exc}"
+            else:
+                values = self._split(text)
+                fields = dict(zip(header, values, strict=False))
                 problem = (
                     None
                     if len(values) == len(header)
                     else (f"{len(values)} values for {len(header)} columns")
                 )
-            except UnicodeDecodeError as exc:
-                fields, problem = None, f"not {self.encoding}: {exc}"
-            payload = {"file": path.name, "line": number,
-                       "text": raw.decode(self.encoding, errors="replace"),
-                       "fields": fields, "problem": problem}  # fmt: skip
+            payload = {"file": path.name, "line": number, "text": text, "fields": fields,
+                       "problem": problem}  # fmt: skip
             out.append(SourceRecord(
                 position=FilePosition(path.name, number), record_kind="csv-row",
-                record_key=f"{path.name}:{number}", raw=json.dumps(payload).encode(),
+                record_key=f"{path.name}:{number}", payload=payload,
             ))  # fmt: skip
             if len(out) >= limit:
                 break
         return out
 
     def _split(self, line: str) -> list[str]:
-        return next(csv.reader(io.StringIO(line), delimiter=self.delimiter), [])
+        return next(csv.reader((line,), delimiter=self.delimiter), [])
 
     def to_events(self, record: SourceRecord[FilePosition]) -> list[LotEventBase]:
         """Map one CSV row."""
-        payload = json.loads(record.raw)
+        payload = record.payload
         if payload["problem"]:
             raise EventValidationError(
                 f"{payload['file']} line {payload['line']}: {payload['problem']}"
@@ -350,13 +368,13 @@ class LimsRestSource(Source[Cursor]):
             out.append(SourceRecord(
                 position=Cursor(updated_at=at, pk=str(item.get(self.id_field, ""))),
                 record_kind="lims-result", record_key=str(item.get(self.id_field, "")),
-                raw=json.dumps(item, sort_keys=True).encode(),
+                payload=item,
             ))  # fmt: skip
         return out
 
     def to_events(self, record: SourceRecord[Cursor]) -> list[LotEventBase]:
         """Map one result object."""
-        item = json.loads(record.raw)
+        item = record.payload
         if not isinstance(item, dict):
             raise EventValidationError("LIMS result is not a JSON object")
         return self.mapper.events(item)

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,16 +73,36 @@ class KafkaPublisher:
         call :meth:`poll` or :meth:`flush` to serve the delivery callbacks.
         """
         delivery = Delivery(len(events))
+        produce, encode, topic = self._producer.produce, self._serde.encode, self.topic
         for event in events:
             lots = event.lots()
             key = (lots[0] if lots else event.envelope.event_id).encode()
-            self.publish_bytes(key, self._serde.encode(event, topic=self.topic), delivery)
+            value = encode(event, topic=topic)
+            try:
+                produce(topic, key=key, value=value, on_delivery=delivery)
+            except (BufferError, KafkaException):  # queue full, or worse: the slow path knows
+                self.publish_bytes(key, value, delivery)
         self._producer.poll(0)
         return delivery
 
     def poll(self) -> None:
         """Serve delivery callbacks that are due, without waiting."""
         self._producer.poll(0)
+
+    def wait(self, delivery: Delivery, timeout_s: float = 30.0) -> None:
+        """Serve delivery callbacks until ``delivery`` is complete; raise after ``timeout_s``.
+
+        Unlike :meth:`flush`, records queued after ``delivery`` may stay in flight.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not delivery.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailableError(
+                    f"{delivery.pending} record(s) to {self.topic} still unacknowledged after "
+                    f"{timeout_s:.0f}s; is the Kafka cluster reachable?"
+                )
+            self._producer.poll(min(left, 0.1))
 
     def publish_bytes(
         self,

@@ -1323,7 +1323,7 @@ class TrytonConnectorSource(Source[Cursor]):
         """The stream's next records, wrapped for the connector."""
         return [
             SourceRecord(position=r.cursor, record_kind=r.record_kind, record_key=r.record_key,
-                         raw=json.dumps(r.raw, sort_keys=True).encode(), changed_at=r.cursor.updated_at)
+                         payload=r.raw, changed_at=r.cursor.updated_at)
             for r in self.stream.read(after, limit)
         ]  # fmt: skip
 

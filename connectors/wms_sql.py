@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -98,6 +97,9 @@ DEFAULT_COLUMNS: dict[str, str] = {
     "dest_site": "dest_site",
 }
 REQUIRED = ("id", "updated_at", "txn_type", "lot", "item_code", "quantity", "uom")
+_MOVE_KINDS = {kind.value: kind for kind in MoveKind}
+#: bound on the per-connector caches of validated items (a WMS has a few thousand)
+_CACHE_LIMIT = 50_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +169,7 @@ class WmsSqlSource(Source[Cursor]):
         self.config = config
         self._columns = config.resolved()  # looked up per field of every row
         self._locations: dict[str, Location] = {}
+        self._items: dict[tuple[str, str], Item] = {}
         self._source = EventSource(system_kind=SystemKind.WMS, system_instance=self.name,
                                    site=self.site)  # fmt: skip
         self.engine = engine or create_engine(config.url, pool_pre_ping=True)
@@ -213,18 +216,20 @@ class WmsSqlSource(Source[Cursor]):
                 query = query.where(or_(ts > at, and_(ts == at, pk > key)))
         try:
             with self.engine.connect() as conn:
-                rows = [dict(r._mapping) for r in conn.execute(query)]
+                result = conn.execute(query)
+                names = list(result.keys())
+                rows = [dict(zip(names, r, strict=True)) for r in result.all()]
         except SQLAlchemyError as exc:
             raise SourceUnavailableError(f"connector {self.name}: WMS query failed: {exc}") from exc
+        updated_col, id_col, txn_col = (self._columns[c] for c in ("updated_at", "id", "txn_type"))
+        localize = self.config.site.localize
         out = []
         for row in rows:
-            updated = row[self.config.column("updated_at")]
+            updated, key = row[updated_col], str(row[id_col])
             out.append(SourceRecord(
-                position=Cursor(updated_at=updated, pk=str(row[self.config.column("id")])),
-                record_kind=str(row[self.config.column("txn_type")]),
-                record_key=str(row[self.config.column("id")]),
-                raw=json.dumps(row, default=str, sort_keys=True).encode(),
-                changed_at=self.config.site.localize(updated) if isinstance(updated, datetime) else None,
+                position=Cursor(updated_at=updated, pk=key), record_kind=str(row[txn_col]),
+                record_key=key, payload=row,
+                changed_at=localize(updated) if isinstance(updated, datetime) else None,
             ))  # fmt: skip
         return out
 
@@ -238,10 +243,12 @@ class WmsSqlSource(Source[Cursor]):
 
     def to_events(self, record: SourceRecord[Cursor]) -> list[LotEventBase]:
         """Map one transaction row; a row that cannot be mapped raises a DataError."""
-        row: dict[str, Any] = json.loads(record.raw)
-        get = _Row(row, self._columns)
+        get = _Row(record.payload, self._columns)
         txn = get.text("txn_type").upper()
-        occurred = self.config.site.localize(datetime.fromisoformat(get.text("updated_at")))
+        updated = record.payload.get(self._columns["updated_at"])
+        if not isinstance(updated, datetime):  # a WMS that keeps its timestamps as text
+            updated = datetime.fromisoformat(get.text("updated_at"))
+        occurred = self.config.site.localize(updated)
         self._sequence += 1
         envelope_base: dict[str, Any] = {
             "source": self._source,
@@ -257,10 +264,8 @@ class WmsSqlSource(Source[Cursor]):
                 **envelope_base,
             )  # fmt: skip
 
-        item = Item(
-            item_code=get.text("item_code"),
-            description=get.optional("item_description") or get.text("item_code"),
-        )
+        code = get.text("item_code")
+        item = self._item(code, get.optional("item_description") or code)
         quantity = Quantity(value=get.decimal("quantity"), unit=get.text("uom"))
         lot = get.text("lot")
         here = self._location(get.optional("to_location") or get.optional("from_location"))
@@ -277,9 +282,9 @@ class WmsSqlSource(Source[Cursor]):
                 receiving_location=here, ship_from=Location(location_id=partner, name=partner),
                 reference_document=document,
             )]  # fmt: skip
-        elif txn in MoveKind.__members__:
+        elif txn in _MOVE_KINDS:
             events = [LotMoved(
-                envelope=envelope("LotMoved"), kind=MoveKind[txn], lot=lot, item=item,
+                envelope=envelope("LotMoved"), kind=_MOVE_KINDS[txn], lot=lot, item=item,
                 quantity=quantity, from_location=self._location(get.text("from_location")),
                 to_location=self._location(get.text("to_location")),
                 license_plate=get.optional("license_plate"), reference_document=document,
@@ -328,6 +333,15 @@ class WmsSqlSource(Source[Cursor]):
             ))  # fmt: skip
         return events
 
+    def _item(self, code: str, description: str) -> Item:
+        # items are master data, a few thousand at most: validate each (frozen) Item once
+        item = self._items.get((code, description))
+        if item is None:
+            if len(self._items) >= _CACHE_LIMIT:
+                self._items.clear()
+            item = self._items[code, description] = Item(item_code=code, description=description)
+        return item
+
     def _location(self, code: str | None) -> Location:
         code = code or "UNKNOWN"
         # a warehouse has a few hundred bins: build each (frozen) Location once
@@ -351,7 +365,10 @@ class _Row:
 
     def optional(self, logical: str) -> str | None:
         value = self.row.get(self.columns[logical])
-        return None if value is None or str(value).strip() == "" else str(value).strip()
+        if value is None:
+            return None
+        text = (value if type(value) is str else str(value)).strip()
+        return text or None
 
     def text(self, logical: str) -> str:
         value = self.optional(logical)
@@ -360,6 +377,9 @@ class _Row:
         return value
 
     def decimal(self, logical: str) -> Decimal:
+        value = self.row.get(self.columns[logical])
+        if type(value) is Decimal and value.is_finite():  # as a NUMERIC column gives it
+            return value
         text = self.text(logical)
         try:
             return Decimal(text)

@@ -128,10 +128,12 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     if args.command in {"up", "demo"}:
         _stop_on_sigterm()
     if args.command == "up":
+        from lothub.connectors import freeze_startup_heap
         from lothub.runtime import Hub
 
         with Hub(settings) as hub:
             hub.wait_ready()
+            freeze_startup_heap()
             if hub.access is not None and hub.access.local_mode:
                 print("lothub: LOCAL MODE - no API keys configured: full access for anyone on this "
                       "machine, API bound to loopback only (set LOTHUB_API_KEYS_FILE to require keys)",
@@ -247,6 +249,7 @@ def _connectors(args: argparse.Namespace, settings: Any) -> int:
     if is_push(args.name, settings.sites()):
         return _run_intake(settings, args.name, once=args.once)
     connector = connectors.make_connector(settings, args.name)
+    connectors.freeze_startup_heap()
     stop = threading.Event()
     try:
         connector.run(stop, until_idle=args.once)

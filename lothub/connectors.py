@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -35,8 +36,23 @@ def make_connector(
         CheckpointStore.connect(settings.store_url),
         batch_size=spec.batch_size,
         poll_interval_s=spec.poll_interval_s,
+        max_in_flight_events=spec.max_in_flight_events,
+        checkpoint_every_s=spec.checkpoint_every_s,
         checkpoint_key=checkpoint_key,
     )
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything alive now (modules, compiled schemas, configuration) from the cyclic GC.
+
+    For a long-running process, called once its parts are built. A connector makes and
+    drops hundreds of objects per batch, and every few batches the collector's full
+    pass walks the whole heap, which at start-up is ~100k objects that live as long as
+    the process. Freezing them took ~15% off a connector's CPU per event (see the
+    connector benchmark). Frozen objects are still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def backfill(settings: Settings, name: str, since: datetime) -> int:

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -52,6 +53,7 @@ QUANTITY_SCALE = 6
 _QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
 #: Namespace of the UUIDv5 event ids: same source record -> same event_id, always.
 EVENT_ID_NAMESPACE = uuid.UUID("6f1b1c1e-4f5e-5b8a-9a53-6c6f74687562")
+_EVENT_ID_PREFIX = EVENT_ID_NAMESPACE.bytes
 
 
 def stable_event_id(system_instance: str, record_kind: str, record_key: str) -> str:
@@ -60,9 +62,16 @@ def stable_event_id(system_instance: str, record_kind: str, record_key: str) -> 
     ``record_key`` is whatever identifies the record in its system (a primary key,
     a message id, a file name and line number).
     """
-    return str(
-        uuid.uuid5(EVENT_ID_NAMESPACE, f"{system_instance}\x1f{record_kind}\x1f{record_key}")
+    # uuid.uuid5 spelled out (RFC 4122 section 4.3): the same ids at a fifth of the cost
+    digest = bytearray(
+        hashlib.sha1(  # noqa: S324 - name-based UUIDs are SHA-1 by definition
+            _EVENT_ID_PREFIX + f"{system_instance}\x1f{record_kind}\x1f{record_key}".encode()
+        ).digest()[:16]
     )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _Model(BaseModel):
@@ -176,13 +185,18 @@ class Envelope(_Model):
                 data["occurred_at"] = occurred.astimezone(timezone(timedelta(minutes=minutes)))
         return data
 
+    @property
+    def occurred_at_utc_offset_minutes(self) -> int:
+        """The plant's UTC offset when the event occurred (its own Avro field)."""
+        offset = self.occurred_at.utcoffset() or timedelta(0)
+        return int(offset.total_seconds() // 60)
+
     @model_serializer(mode="wrap")
     def _split_offset(self, handler: Any, info: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         if info.context == "avro":
-            offset = self.occurred_at.utcoffset() or timedelta(0)
             data["occurred_at"] = self.occurred_at.astimezone(UTC)
-            data["occurred_at_utc_offset_minutes"] = int(offset.total_seconds() // 60)
+            data["occurred_at_utc_offset_minutes"] = self.occurred_at_utc_offset_minutes
             data["recorded_at"] = self.recorded_at.astimezone(UTC)
         return data
 
@@ -269,7 +283,8 @@ class LotEventBase(_Model):
 
     def lots(self) -> list[str]:
         """Every lot this event names, primary lot first."""
-        return [v for k, v in self if k == "lot" and isinstance(v, str)]
+        lot = self.__dict__.get("lot")
+        return [lot] if isinstance(lot, str) else []
 
     def quantities(self) -> list[Quantity]:
         """Every quantity this event carries (for unit normalization)."""

@@ -12,6 +12,9 @@ Two wire formats, chosen by configuration:
   through confluent-kafka's schema-registry client; ``mock://`` URLs work in tests.
 
 Writes are strict: a missing or extra field is an error, never a silent null.
+Bodies are written by an encoder compiled from each schema (``schemas/avro_encoder.py``),
+which writes fastavro's bytes; whatever it does not take goes to fastavro's strict
+writer, the reference, which writes it or refuses it.
 A payload that does not decode raises :class:`~schemas.errors.DecodeError` naming
 topic, partition, offset and reason.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +38,10 @@ from typing import Any, Protocol
 
 import fastavro
 import fastavro.schema
+from pydantic import BaseModel
 
+from schemas import model as event_model
+from schemas.avro_encoder import UnsupportedSchemaError, compile_encoder
 from schemas.errors import DecodeError, EventValidationError, UnknownSchemaError
 from schemas.model import EVENT_TYPES, NAMESPACE, LotEventBase, event_from_dict, event_to_avro
 
@@ -65,6 +72,17 @@ class EventSchema:
     fingerprint: bytes
     #: the current schema of the type, when this one is an earlier version (history)
     reader: Any = None
+    #: the body writer compiled for this schema and its model; None if it cannot be compiled
+    encoder: Callable[[BaseModel], bytes] | None = None
+
+    def body(self, event: LotEventBase) -> bytes:
+        """The strict Avro body of ``event``: the compiled encoder, else fastavro's writer."""
+        if self.encoder is not None:
+            try:
+                return self.encoder(event)
+            except Exception:  # noqa: S110 - Unencodable or worse: fastavro is the reference
+                pass
+        return _write_body(self.compiled, event)
 
     @property
     def expanded_json(self) -> str:
@@ -96,6 +114,11 @@ class SchemaCatalog:
 
 @lru_cache(maxsize=4)
 def _load_catalog(folder: Path) -> SchemaCatalog:
+    models = {
+        name: cls
+        for name, cls in vars(event_model).items()
+        if isinstance(cls, type) and issubclass(cls, BaseModel)
+    }
     schemas: dict[str, EventSchema] = {}
     for event_type in EVENT_TYPES:
         name = event_type.__name__
@@ -112,6 +135,7 @@ def _load_catalog(folder: Path) -> SchemaCatalog:
             compiled=fastavro.parse_schema(parsed),
             canonical=canonical,
             fingerprint=int(fp_hex, 16).to_bytes(8, "little"),
+            encoder=_compile(parsed, event_type, models),
         )
     earlier = []
     for path in sorted(history_dir(folder).glob("*.avsc")):
@@ -130,6 +154,15 @@ def _load_catalog(folder: Path) -> SchemaCatalog:
     return SchemaCatalog(schemas, tuple(earlier))
 
 
+def _compile(
+    parsed: dict[str, Any], event_type: type[LotEventBase], models: dict[str, type[BaseModel]]
+) -> Callable[[BaseModel], bytes] | None:
+    try:
+        return compile_encoder(parsed, event_type, models)
+    except UnsupportedSchemaError:
+        return None  # every body of this type goes through fastavro
+
+
 class Serde(Protocol):
     """Turns lot events into bytes and back. Implemented by both wire formats."""
 
@@ -146,7 +179,7 @@ def _write_body(schema: Any, event: LotEventBase) -> bytes:
     out = io.BytesIO()
     try:
         fastavro.schemaless_writer(out, schema, event_to_avro(event), strict=True)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise EventValidationError(
             f"{type(event).__name__} {event.envelope.event_id} does not fit its Avro schema: {exc}"
         ) from exc
@@ -162,7 +195,7 @@ class SingleObjectSerde:
     def encode(self, event: LotEventBase, *, topic: str = "") -> bytes:
         """``C3 01`` + fingerprint + Avro body of ``event``."""
         schema = self.catalog.schema_for(type(event).__name__)
-        return SINGLE_OBJECT_MAGIC + schema.fingerprint + _write_body(schema.compiled, event)
+        return SINGLE_OBJECT_MAGIC + schema.fingerprint + schema.body(event)
 
     def decode(self, data: bytes, *, topic: str, partition: int, offset: int) -> LotEventBase:
         """Resolve the fingerprint, read the body, validate the event."""
@@ -226,10 +259,9 @@ class ConfluentSerde:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         name = type(event).__name__
-        self.catalog.schema_for(name)
         # The Confluent serializer is not strict about extra or missing fields; the
-        # strict fastavro write runs first so both formats refuse the same events.
-        _write_body(self.catalog.by_name[name].compiled, event)
+        # strict write runs first so both formats refuse the same events.
+        self.catalog.schema_for(name).body(event)
         data = self._serializers[name](
             event_to_avro(event), SerializationContext(topic, MessageField.VALUE)
         )

@@ -97,6 +97,10 @@ class ConnectorSpec(BaseModel):
     site: str
     poll_interval_s: float = Field(default=5.0, gt=0)
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    #: events sent but not yet acknowledged before the connector waits for the broker
+    max_in_flight_events: int = Field(default=20_000, ge=1, le=100_000)
+    #: how often, at most, the acknowledged position is committed to the hub database
+    checkpoint_every_s: float = Field(default=1.0, ge=0)
     enabled: bool = True
     #: the stream raises a source-stall alert when this connector's system sends nothing for
     #: this long (default: LOTHUB_INTEGRITY_STALL_S)

@@ -553,6 +553,8 @@ def step(
         state.facts[f.fact_id] = f
     if subject.startswith("transfer:"):
         found = {x.alert_id: x for x in transfer_findings(subject, state.facts.values(), th, now)}
+        if not ticks:  # only the timer opens one: a backlog replayed in order must not flap
+            found = {aid: x for aid, x in found.items() if aid in state.open}
     else:
         found = {x.alert_id: x for x in evaluate(subject, state.facts.values(), th)}
     changed = bool(fresh)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,7 @@ def test_one_seeded_fault_is_exactly_one_mismatch(
         ("wms-missed-shipment", "none", "on-hand"),
         ("erp-status-stale", "none", "disposition"),
         ("transfer-not-received", "none", "transfers"),
+        ("erp-issued-less", "none", "consumption"),
     ],
 )
 def test_a_mismatch_is_an_alert_until_it_is_fixed(
@@ -119,6 +121,13 @@ def test_a_mismatch_is_an_alert_until_it_is_fixed(
     # the missing or stale record reaches the hub (the plant fixed it)
     clean = {e.envelope.event_id for e in world(fix)}
     store.apply([e for e in world(fix) if e.envelope.event_id in clean - _ids(world(fault))])
+    if fault == "erp-issued-less":  # the ERP posts the missing 10 kg to the order
+        (short,) = [e for e in world(fault) if type(e).__name__ == "MaterialConsumed"
+                    and e.envelope.source.system_kind.value == "ERP"]  # fmt: skip
+        store.apply([short.model_copy(update={
+            "quantity": short.quantity.model_copy(update={"value": Decimal(10)}),
+            "envelope": short.envelope.model_copy(update={
+                "event_id": short.envelope.event_id + "-rest"})})])  # fmt: skip
     if fault == "erp-status-stale":  # a correcting status, later than the stale one
         (stale,) = [e for e in world(fault) if getattr(e, "status", "") == "ON_HOLD"]
         store.apply([stale.model_copy(update={

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
+    MetaData,
     create_engine,
     text,
 )
@@ -20,14 +21,14 @@ from sqlalchemy import (
 from connectors.base import DLQ_SOURCE_POSITION, Connector
 from connectors.checkpoints import CheckpointStore
 from connectors.publisher import KafkaPublisher
-from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, create_transactions
+from connectors.wms_sql import WmsSqlConfig, WmsSqlSource, create_transactions, default_table
 from lothub.runtime import free_port
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError
 from schemas.model import LotMoved, stable_event_id
 from schemas.serde import make_serde
 from schemas.sites import SitesConfig
-from schemas.topics import DLQ_REASON
+from schemas.topics import DLQ_REASON, DLQ_REASON_CODE
 from tests.conftest import PG_ADMIN_URL, wait_for
 from tests.helpers import read_topic
 
@@ -136,6 +137,30 @@ def test_a_row_that_cannot_be_mapped_is_dead_lettered_and_the_rest_flows(
     assert json.loads(headers[DLQ_SOURCE_POSITION])["pk"] == "4"
     assert connector.status.dead_lettered == 1
     assert stable_event_id(connector.source.name, "txn", "5") in published_ids(settings)
+
+
+def test_a_value_the_lot_model_refuses_is_dead_lettered_not_fatal(
+    connector_wiring: tuple[Settings, CheckpointStore], wms_url: str, demo_sites: SitesConfig
+) -> None:
+    """14 integer digits fit the WMS's NUMERIC(18,4) but not a Quantity (12 at most)."""
+    settings, checkpoints = connector_wiring
+    huge = {**rows()[2], "id": 8, "updated_at": T0.replace(hour=8), "quantity": Decimal(10**13)}
+    engine = create_engine(wms_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(default_table(MetaData()).insert(), [huge])
+    finally:
+        engine.dispose()
+    connector = connector_for(settings, checkpoints, wms_url, demo_sites)
+    connector.run(threading.Event(), until_idle=True)
+    dead = {json.loads(m.value())["id"]: dict(m.headers())
+            for m in read_topic(settings, settings.topics.connector_dlq)}  # fmt: skip
+    assert sorted(dead) == [4, 8]
+    assert dead[8][DLQ_REASON_CODE] == b"invalid-event"
+    assert "12 digits" in dead[8][DLQ_REASON].decode()
+    assert json.loads(dead[8][DLQ_SOURCE_POSITION])["pk"] == "8"
+    later = {stable_event_id(connector.source.name, "txn", key) for key in ("6", "7")}
+    assert later <= set(published_ids(settings)), "the rows after it still flow"
 
 
 def test_broker_down_advances_nothing_and_loses_nothing(

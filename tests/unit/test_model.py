@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from schemas.errors import EventValidationError
 from schemas.model import (
+    EVENT_ID_NAMESPACE,
     EVENT_TYPES,
     AdjustmentKind,
     CorrectionAction,
@@ -53,6 +55,18 @@ def test_stable_event_id_is_deterministic_per_record() -> None:
     assert a == stable_event_id("erp-alp", "LotReceived", "PO-1/L1")
     assert a != stable_event_id("erp-alp", "LotReceived", "PO-1/L2")
     assert a != stable_event_id("erp-brk", "LotReceived", "PO-1/L1")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [("erp-alp", "LotReceived", "PO-1/L1"), ("wms-brk", "lp", "LP-7\x1f26313-01"),
+     ("lims-alp", "QcResultRecorded", "Probe-ä\x1fMOIST"), ("", "", ""), ("x" * 300, "k", "🧀")],
+)  # fmt: skip
+def test_stable_event_id_is_the_rfc_4122_uuid5_of_the_record(record: tuple[str, str, str]) -> None:
+    """Stored events carry these ids: the fast spelling must give uuid.uuid5's, always."""
+    system, kind, key = record
+    expected = uuid.uuid5(EVENT_ID_NAMESPACE, f"{system}\x1f{kind}\x1f{key}")
+    assert stable_event_id(system, kind, key) == str(expected)
 
 
 def test_quantity_is_carried_to_six_places() -> None:
