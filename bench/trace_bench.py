@@ -13,6 +13,7 @@ fan-in 6, as 5 leaves 4.75M once repeated parent picks are merged).
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import tempfile
@@ -29,7 +30,7 @@ from sqlalchemy import create_engine, insert, text
 from genealogy import tables
 from genealogy.recall import RecallRequest, run_recall
 from genealogy.store import GenealogyStore
-from genealogy.trace import Direction, trace
+from genealogy.trace import MAX_LOTS, Direction, trace
 
 PRESETS = {
     "small": {"lots": 10_000, "depth": 20, "fan_in": 3},
@@ -79,8 +80,10 @@ def load(store: GenealogyStore, layers: list[list[str]], edges: list[tuple[str, 
     return time.perf_counter() - began
 
 
-def bfs(adjacency: dict[str, list[str]], root: str, max_depth: int) -> int:
-    """The baseline: how many lots an in-memory walk reaches."""
+def bfs(adjacency: dict[str, list[str]], root: str, max_depth: int, max_lots: int = 0) -> int:
+    """The baseline: how many lots an in-memory walk reaches, stopping, as the trace does,
+    at ``max_lots`` (0: no limit); here it stops outright, the trace still lists the links
+    of the lots it kept."""
     seen = {root}
     frontier: deque[tuple[str, int]] = deque([(root, 0)])
     while frontier:
@@ -89,6 +92,8 @@ def bfs(adjacency: dict[str, list[str]], root: str, max_depth: int) -> int:
             continue
         for nxt in adjacency.get(lot, ()):
             if nxt not in seen:
+                if len(seen) == max_lots:
+                    return len(seen)
                 seen.add(nxt)
                 frontier.append((nxt, d + 1))
     return len(seen)
@@ -104,6 +109,15 @@ def recall_seed(layers: list[list[str]], edges: list[tuple[str, str]]) -> tuple[
     began = time.perf_counter()
     bfs(down, seed, 1_000)
     return seed, time.perf_counter() - began
+
+
+def _rss_mib() -> float:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _pct(samples: list[float], p: float) -> float:
@@ -128,10 +142,10 @@ def measure(store: GenealogyStore, layers: list[list[str]], edges: list[tuple[st
             ours, base, reached = [], [], []
             for root in roots:
                 began = time.perf_counter()
-                result = trace(store, root, direction, max_depth=depth, max_lots=50_000)
+                result = trace(store, root, direction, max_depth=depth, max_lots=MAX_LOTS)
                 ours.append(time.perf_counter() - began)
                 began = time.perf_counter()
-                bfs(adjacency, root, depth)
+                bfs(adjacency, root, depth, MAX_LOTS)
                 base.append(time.perf_counter() - began)
                 reached.append(len(result.lots))
             results.append({"trace": f"{direction.value} d{depth}", "lots": int(statistics.median(reached)),
@@ -166,11 +180,10 @@ def main(preset: str = "small", samples: int = 20) -> None:
                     with store.engine.begin() as conn:
                         conn.execute(text("ANALYZE"))
                 print(f"\n{backend}: loaded in {seconds:.1f}s")
-                began = time.perf_counter()
+                began, rss = time.perf_counter(), _rss_mib()
                 trace(store, layers[-1][0], Direction.BACKWARD, max_depth=1)
-                print(
-                    f"first trace (loads the in-memory graph): {time.perf_counter() - began:.2f}s"
-                )
+                print(f"first trace (loads the in-memory graph): {time.perf_counter() - began:.2f}s, "
+                      f"resident memory +{_rss_mib() - rss:,.0f} MiB")  # fmt: skip
                 print(
                     f"{'trace':<14} {'lots':>7} {'p50 ms':>8} {'p95 ms':>8} {'in-memory p95 ms':>17} {'ratio':>7}"
                 )
