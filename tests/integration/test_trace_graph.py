@@ -12,12 +12,13 @@ wrote them.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, or_, select, update
 
 from genealogy import tables
 from genealogy.graph import TraceEdge
@@ -271,3 +272,25 @@ def test_a_trace_sees_links_and_voids_written_just_before_by_any_store(
     with api.engine.connect() as conn:
         assert conn.execute(select(tables.lot_links.c.link_key).where(
             tables.lot_links.c.child_lot == "ALP:F9")).first(), "the link is stored, voided"  # fmt: skip
+
+
+def test_writers_take_turns_so_stamps_become_visible_in_order(
+    store_url: str, store_factory: Callable[[str], GenealogyStore]
+) -> None:
+    store = store_factory(store_url)
+    clock, links = tables.genealogy_clock, tables.lot_links
+    done = threading.Event()
+    second = threading.Thread(
+        target=lambda: (store.apply([_blend("ALP:W1", "ALP:W2", DAY)]), done.set())
+    )
+    with store.engine.begin() as conn:  # a first writer, between its tick and its commit
+        conn.execute(update(clock).where(clock.c.name == "writes").values(value=clock.c.value + 1))
+        first = conn.execute(select(clock.c.value).where(clock.c.name == "writes")).scalar_one()
+        second.start()
+        # the second writer cannot take a stamp while the first may still write with its own
+        assert not done.wait(1.0)
+    second.join(30)
+    assert done.is_set()
+    with store.engine.connect() as conn:
+        stamps = set(conn.execute(select(links.c.seq)).scalars())
+    assert stamps == {first + 1}
