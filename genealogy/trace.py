@@ -117,6 +117,8 @@ def resolve_lot(store: GenealogyStore, lot: str) -> str:
     Raises :class:`LotNotFoundError` if nothing matches, and for an alias shared by
     several lots names them all so the caller can pick one.
     """
+    if graph_of(store).has_lot(lot):  # lots are never deleted: no query needed
+        return lot
     with store.engine.connect() as conn:
         return _resolve(conn, lot)
 
