@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import connectors_bench, reconcile_bench, trace_bench, ui_bench
+from bench import connectors_bench, reconcile_bench, streams_bench, trace_bench, ui_bench
 
-NAMES = ["connectors", "trace", "reconcile", "ui"]
+NAMES = ["connectors", "trace", "reconcile", "ui", "streams", "freshness"]
 
 
 def main() -> int:
@@ -18,6 +18,13 @@ def main() -> int:
                         help="size of the synthetic genealogy for 'trace'")  # fmt: skip
     parser.add_argument("--samples", type=int, default=20, help="traces per measurement")
     parser.add_argument("--lots", type=int, default=100_000, help="lots for 'reconcile'")
+    parser.add_argument("--events", type=int, default=20_000, help="raw events for 'streams'")
+    parser.add_argument("--profile", action="store_true",
+                        help="'streams': sample the faust worker with py-spy")  # fmt: skip
+    parser.add_argument("--rate", type=int, default=1_000, help="'freshness': events/s")
+    parser.add_argument("--seconds", type=int, default=30, help="'freshness': how long")
+    parser.add_argument("--database-url", default=None,
+                        help="'freshness': store URL (default: a temporary SQLite file)")  # fmt: skip
     args = parser.parse_args()
     names = args.names or NAMES
     if "connectors" in names:
@@ -28,6 +35,10 @@ def main() -> int:
         reconcile_bench.main(lots=args.lots)
     if "ui" in names:
         ui_bench.main(samples=max(3, args.samples // 2))
+    if "streams" in names:
+        streams_bench.main(events=args.events, profile=args.profile)
+    if "freshness" in names:
+        streams_bench.freshness(args.rate, args.seconds, args.database_url)
     return 0
 
 

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -27,16 +27,19 @@ from schemas.serde import Serde
 class Delivery:
     """Acknowledgements of one batch, filled in by librdkafka's delivery callbacks."""
 
-    __slots__ = ("errors", "pending")
+    __slots__ = ("errors", "on_error", "pending")
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, on_error: Callable[[], None] | None = None) -> None:
         self.pending = count
         self.errors: list[str] = []
+        self.on_error = on_error
 
     def __call__(self, err: KafkaError | None, _msg: Any) -> None:
         self.pending -= 1
         if err is not None:
             self.errors.append(str(err))
+            if self.on_error is not None:
+                self.on_error()
 
     @property
     def done(self) -> bool:
@@ -48,7 +51,10 @@ class KafkaPublisher:
     """One long-lived confluent-kafka producer for one connector."""
 
     def __init__(self, producer_config: dict[str, Any], serde: Serde, topic: str) -> None:
+        self._config = producer_config
         self._producer = Producer(producer_config)
+        #: a record was refused: start the next send on a new producer
+        self._broken = False
         self._serde = serde
         self.topic = topic
 
@@ -60,6 +66,7 @@ class KafkaPublisher:
             if err is not None:
                 failures.append(str(err))
 
+        self._recover()
         for event in events:
             lots = event.lots()
             key = (lots[0] if lots else event.envelope.event_id).encode()
@@ -72,7 +79,8 @@ class KafkaPublisher:
         Used by connectors to read the next batch while this one is in flight;
         call :meth:`poll` or :meth:`flush` to serve the delivery callbacks.
         """
-        delivery = Delivery(len(events))
+        self._recover()
+        delivery = Delivery(len(events), self._refused)
         produce, encode, topic = self._producer.produce, self._serde.encode, self.topic
         for event in events:
             lots = event.lots()
@@ -150,6 +158,8 @@ class KafkaPublisher:
 
     def _flush(self, timeout_s: float, failures: list[str]) -> None:
         remaining = self._producer.flush(timeout_s)
+        if failures or remaining:
+            self._replace_producer()
         if failures:
             raise BrokerUnavailableError(
                 f"{len(failures)} record(s) to {self.topic} were not acknowledged: {failures[0]}"
@@ -159,3 +169,22 @@ class KafkaPublisher:
                 f"{remaining} record(s) to {self.topic} still unacknowledged after {timeout_s:.0f}s; "
                 "is the Kafka cluster reachable?"
             )
+
+    def _refused(self) -> None:
+        self._broken = True
+
+    def _recover(self) -> None:
+        if self._broken:
+            self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        """Drop what is queued and start over with a new producer (and producer id).
+
+        An idempotent producer whose broker restarted without its data keeps waiting
+        for acknowledgements the new broker never sends; only a new producer recovers.
+        The caller re-sends from its checkpoint, so nothing purged is lost.
+        """
+        self._producer.purge()
+        self._producer.flush(0)  # serve the purge callbacks: the batches count as failed
+        self._producer = Producer(self._config)
+        self._broken = False

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -747,3 +748,80 @@ def warehouse_moves(
          "from_location": "A-01", "to_location": "B-02"}
         for i in range(1, count + 1)
     ]  # fmt: skip
+
+
+#: events one :func:`plant_load` production chain sends
+CHAIN_EVENTS = 13
+
+
+def plant_load(sites: SitesConfig, count: int, *, seed: int = 0) -> list[LotEventBase]:
+    """``count`` raw events from many independent production chains: load for tests and benchmarks.
+
+    Each chain is what the demo scenario does, in small: three supplier receipts at ALP
+    (ERP), each released by the LIMS, consumed by an MES blend batch whose output is
+    transferred to BRK, relabelled there in pounds and shipped to a customer. Every chain
+    has its own lots (about 4,000 lots per 10,000 events); ``seed`` varies the quantities.
+    The list is cut after ``count`` events, so the last chain may be incomplete.
+    """
+    rnd = random.Random(seed)  # noqa: S311 - test data, not secrets
+    erp = _Source(sites, "ALP", SystemKind.ERP, "erp-alp")
+    lims = _Source(sites, "ALP", SystemKind.LIMS, "lims-alp")
+    mes = _Source(sites, "ALP", SystemKind.MES, "mes-alp")
+    brk = _Source(sites, "BRK", SystemKind.ERP, "erp-brk")
+    wh = Location(location_id="ALP-WH1", name="Alpenwerk raw materials", site="ALP")
+    mix = Location(location_id="ALP-MIX2", name="Alpenwerk mixing hall 2", site="ALP")
+    dock = Location(location_id="BRK-DOCK", name="Brookfield receiving dock", site="BRK")
+    supplier = Party(party_id="V-1001", name="Alpine Dairy Co")
+    customer = Party(party_id="C-5001", name="Midwest Grocers Inc")
+    raw_item = Item(item_code="MP-100", description="Skimmed milk powder 25 kg bag")
+    base = Item(item_code="CD-900", description="Cocoa drink base")
+    events: list[LotEventBase] = []
+    chain = 0
+    while len(events) < count:
+        day = datetime(2026, 1, 1, 6, 0) + timedelta(days=chain // 100)
+        ymd, n = day.strftime("%Y%m%d"), (chain % 100) * 4
+        codes = [f"ALP-{ymd}-{n + k:03d}" for k in range(4)]
+        brk_code = f"{day.strftime('%y%j')}-{chain % 100:02d}"
+        tag = f"{chain:06d}"
+        kgs = [Decimal(rnd.randrange(200, 1000)) for _ in range(3)]
+        used = [kg - Decimal(rnd.randrange(0, 100)) for kg in kgs]
+        made = sum(used, Decimal(0))
+        t = day + timedelta(minutes=chain % 60)
+        batch_doc = DocumentRef(doc_type="BATCH_RECORD", number=f"B-{tag}")
+        for k, code in enumerate(codes[:3]):
+            events.append(LotReceived(
+                envelope=erp.envelope("LotReceived", f"PO-{tag}/{code}", t), lot=code,
+                item=raw_item, quantity=_q(str(kgs[k]), "kg"), supplier=supplier,
+                supplier_lot=f"AD-{tag}-{k}", receiving_location=wh, ship_from=wh,
+                reference_document=DocumentRef(doc_type="PO", number=f"PO-{tag}")))  # fmt: skip
+        for code in codes[:3]:
+            events.append(LotStatusChanged(
+                envelope=lims.envelope("LotStatusChanged", f"{code}/F", t + timedelta(hours=2)),
+                lot=code, status="F", reason_code="QC-PASS", actor="qa.brunner"))  # fmt: skip
+        for k, code in enumerate(codes[:3]):
+            events.append(MaterialConsumed(
+                envelope=mes.envelope("MaterialConsumed", f"B-{tag}/{code}", t + timedelta(hours=3)),
+                batch_id=f"B-{tag}", kind=TransformationKind.BLEND, location=mix, lot=code,
+                item=raw_item, quantity=_q(str(used[k]), "kg"), reference_document=batch_doc))  # fmt: skip
+        events.append(MaterialProduced(
+            envelope=mes.envelope("MaterialProduced", f"B-{tag}/out", t + timedelta(hours=4)),
+            batch_id=f"B-{tag}", kind=TransformationKind.BLEND, location=mix, lot=codes[3],
+            item=base, quantity=_q(str(made), "kg"), reference_document=batch_doc))  # fmt: skip
+        transfer = DocumentRef(doc_type="TRANSFER_ORDER", number=f"TO-{tag}")
+        events.append(TransferShipped(
+            envelope=erp.envelope("TransferShipped", f"TO-{tag}/ship", t + timedelta(hours=5)),
+            transfer_id=f"TO-{tag}", lot=codes[3], item=base, quantity=_q(str(made), "kg"),
+            from_location=mix, to_location=dock, reference_document=transfer))  # fmt: skip
+        pounds = (made / KG_PER_LB).quantize(Decimal("0.01"))
+        events.append(TransferReceived(
+            envelope=brk.envelope("TransferReceived", f"TO-{tag}/recv", t + timedelta(days=3)),
+            transfer_id=f"TO-{tag}", shipped_lot=codes[3], shipped_lot_site="ALP", lot=brk_code,
+            item=base, quantity=_q(str(pounds), "LB"), from_location=mix,
+            receiving_location=dock, reference_document=transfer))  # fmt: skip
+        events.append(LotShipped(
+            envelope=brk.envelope("LotShipped", f"BOL-{tag}", t + timedelta(days=4)),
+            lot=brk_code, item=base, quantity=_q(str(pounds), "LB"), customer=customer,
+            ship_to=dock, ship_from=dock,
+            reference_document=DocumentRef(doc_type="BOL", number=f"BOL-{tag}")))  # fmt: skip
+        chain += 1
+    return events[:count]

@@ -95,6 +95,24 @@ class Progress:
     next_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class SourceCount:
+    """Events stored from one source system instance (see :meth:`GenealogyStore.source_counts`)."""
+
+    site: str
+    system_kind: str
+    system_instance: str
+    events: int
+    first_sequence: int
+    last_sequence: int
+    last_ingested_at: datetime
+
+    @property
+    def missing_sequences(self) -> int:
+        """Sequence numbers within the stored range with no event (gaps, if numbered densely)."""
+        return self.last_sequence - self.first_sequence + 1 - self.events
+
+
 def utc(value: datetime) -> datetime:
     """A datetime read back from the database, as aware UTC (SQLite drops the zone)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -410,6 +428,52 @@ class GenealogyStore:
         """How many distinct events are stored."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(tables.events)).scalar_one())
+
+    def progress(self, consumer: str) -> dict[tuple[str, int], int]:
+        """The next offset ``consumer`` stored with its last batch, per (topic, partition)."""
+        cp = tables.consumer_progress
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(cp.c.topic, cp.c.partition, cp.c.next_offset).where(
+                        cp.c.consumer == consumer
+                    )
+                )
+                return {(r.topic, r.partition): int(r.next_offset) for r in rows}
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"cannot read consumer progress: {exc}") from exc
+
+    def source_counts(self) -> list[SourceCount]:
+        """Distinct events stored per source system instance, with their sequence range.
+
+        What a reconciler compares with what each source (or its connector) says it sent:
+        a broker that lost acknowledged events before they were stored shows up here as
+        fewer events than sent, and, for sources that number their events densely, as
+        ``missing_sequences`` greater than zero.
+        """
+        ev = tables.events
+        query = (
+            select(
+                ev.c.site, ev.c.system_kind, ev.c.system_instance, func.count().label("events"),
+                func.min(ev.c.sequence).label("first"), func.max(ev.c.sequence).label("last"),
+                func.max(ev.c.ingested_at).label("ingested"),
+            )
+            .group_by(ev.c.site, ev.c.system_kind, ev.c.system_instance)
+            .order_by(ev.c.site, ev.c.system_kind, ev.c.system_instance)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return [
+                SourceCount(
+                    site=r.site,
+                    system_kind=r.system_kind,
+                    system_instance=r.system_instance,
+                    events=int(r.events),
+                    first_sequence=int(r.first),
+                    last_sequence=int(r.last),
+                    last_ingested_at=utc(r.ingested),
+                )
+                for r in conn.execute(query)
+            ]
 
 
 def _derive(ev: LotEventBase, rows: _Rows) -> None:

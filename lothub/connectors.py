@@ -62,11 +62,14 @@ def backfill(settings: Settings, name: str, since: datetime) -> int:
     Returns the number of events published.
     """
     connector = make_connector(settings, name, checkpoint_key=f"{name}#backfill")
-    connector.checkpoints.save(
-        connector.checkpoint_key, connector.source.position_at(since).to_json()
-    )
-    connector.run(threading.Event(), until_idle=True)
-    connector.checkpoints.reset(connector.checkpoint_key)
+    try:
+        connector.checkpoints.save(
+            connector.checkpoint_key, connector.source.position_at(since).to_json()
+        )
+        connector.run(threading.Event(), until_idle=True)
+        connector.checkpoints.reset(connector.checkpoint_key)
+    finally:
+        connector.checkpoints.close()
     return connector.status.events_published
 
 

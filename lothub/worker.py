@@ -8,6 +8,7 @@ from decimal import Decimal
 import faust
 
 from genealogy.store import GenealogyStore
+from lothub.runtime import ensure_topics
 from lothub.settings import Settings
 from schemas.serde import make_serde
 from streams.integrity import Thresholds
@@ -15,8 +16,13 @@ from streams.worker import WorkerDeps, create_app
 
 
 def run_worker(settings: Settings) -> int:
-    """Build the faust app from settings and run it until SIGTERM or Ctrl-C."""
+    """Build the faust app from settings and run it until SIGTERM or Ctrl-C.
+
+    The flow map's topics are created first if missing: a broker that restarted
+    without its data would otherwise auto-create them with its own defaults.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings)
     store = GenealogyStore.connect(settings.store_url)
     store.migrate()
     sites = settings.sites()

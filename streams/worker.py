@@ -39,6 +39,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from genealogy.alerts import upsert_alerts
 from genealogy.store import GenealogyStore, Progress
@@ -96,6 +97,10 @@ class WorkerStats:
     alerts: int = 0
     alerts_stored: int = 0
     alerts_new: int = 0
+    #: partitions found restarted below the progress stored for them (broker lost data)
+    topic_resets: int = 0
+    #: partitions found restarted below this worker's position (see RewindSafeConsumer)
+    offset_rewinds: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -117,6 +122,8 @@ class WorkerStats:
                 "alerts": self.alerts,
                 "alerts_stored": self.alerts_stored,
                 "alerts_new": self.alerts_new,
+                "topic_resets": self.topic_resets,
+                "offset_rewinds": self.offset_rewinds,
                 "last_error": self.errors[-1] if self.errors else None,
             }
         )
@@ -152,6 +159,93 @@ class ProgressWatch:
         return now - self._since > self.stall_s
 
 
+class RewindWatch:
+    """Notices a partition that now ends below the progress stored for it.
+
+    Kafka offsets only grow, so a partition whose end offset is lower than the next
+    offset the sink already stored was recreated: the broker lost its data (the
+    embedded broker keeps it in memory). The sink then carries on from the new
+    partition's start, never skipping its records because of the old progress, and
+    the reset is logged and counted so an operator re-sends what was lost (the
+    per-source counts of the store show how much).
+
+    Example::
+
+        watch = RewindWatch(store.progress(consumer))
+        stored_next = watch.rewound(topic, partition, end_offset=highwater)
+        watch.advance({(topic, partition): next_offset})
+    """
+
+    def __init__(self, stored: dict[tuple[str, int], int]) -> None:
+        self._next = dict(stored)
+
+    def rewound(self, topic: str, partition: int, *, end_offset: int) -> int | None:
+        """The stored next offset if the partition now ends below it, else None."""
+        stored = self._next.get((topic, partition))
+        return stored if stored is not None and end_offset < stored else None
+
+    def advance(self, positions: dict[tuple[str, int], int]) -> None:
+        """Record the progress just stored (lower than before after a reset)."""
+        self._next.update(positions)
+
+
+class RewindSafeConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, made to follow a partition that restarts at offset 0.
+
+    When the broker loses its data (the embedded one restarts empty) or a topic is
+    recreated, the partitions start again at offset 0 while the consumer still holds
+    positions far beyond. Two things would then skip the new records silently:
+
+    * the consumer keeps fetching at its old position, beyond the partition's end
+      (Tansu answers with no records rather than "offset out of range"), until the
+      partition grows past it; :meth:`rewind_beyond_end` seeks such partitions back
+      to their start;
+    * faust drops every record below the last offset it read from a partition,
+      taking it for a re-delivery; :meth:`getmany` forgets faust's read and commit
+      state of a partition as soon as a record arrives behind it.
+
+    A true re-delivery is then processed twice, which the store's idempotent writes
+    make harmless. ``rewinds`` counts both cases for the heartbeat.
+    """
+
+    rewinds = 0
+
+    async def getmany(self, timeout: float) -> Any:
+        """faust's fetch loop, resetting a partition's state when its offsets go back."""
+        async for tp, message in super().getmany(timeout):
+            read = self._read_offset.get(tp)
+            if read is not None and message.offset < read:
+                self.rewinds += 1
+                log.error(
+                    "%s[%s] went back from offset %d to %d: the topic was recreated (a broker "
+                    "that lost its data?); processing from here instead of skipping",
+                    tp.topic, tp.partition, read, message.offset,
+                )  # fmt: skip
+                self._forget(tp)
+            yield tp, message
+
+    async def rewind_beyond_end(self) -> None:
+        """Seek every partition whose position is beyond its end back to its start."""
+        for tp in self.assignment():
+            end, position = self.highwater(tp), await self.position(tp)
+            if end is None or position is None or position <= end:
+                continue
+            start = (await self.earliest_offsets(tp)).get(tp) or 0
+            self.rewinds += 1
+            log.error(
+                "%s[%s] ends at offset %d, before this worker's position %d: the topic was "
+                "recreated (a broker that lost its data?); reading it again from offset %d",
+                tp.topic, tp.partition, end, position, start,
+            )  # fmt: skip
+            self._forget(tp)
+            await self.seek(tp, start)
+
+    def _forget(self, tp: Any) -> None:
+        for state in (self._read_offset, self._committed_offset, self._acked,
+                      self._acked_index, self._gap):  # fmt: skip
+            state.pop(tp, None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerDeps:
     """What the worker needs, injected so tests can build it on any broker and store."""
@@ -185,6 +279,8 @@ def dead_letter_headers(
 def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
     """Build the faust app with both agents and the heartbeat timer."""
     app = faust.App(**faust_config)
+    if app.transport.Consumer is faust_aiokafka.Consumer:
+        app.transport.Consumer = RewindSafeConsumer  # type: ignore[misc]  # per app, not global
     stats = WorkerStats()
     topics = deps.topics
 
@@ -286,11 +382,14 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
 
     @app.agent(enterprise)
     async def sink_agent(stream: Any) -> None:
+        rewind = RewindWatch(await _retry(partial(deps.store.progress, app.conf.id), stats))
         async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN_S):
             good: list[LotEventBase] = []
             positions: dict[tuple[str, int], int] = {}
             for ev in batch:
                 msg = ev.message
+                if (msg.topic, msg.partition) not in positions:
+                    _check_rewind(rewind, app, msg.tp, stats)
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
                 try:
                     good.append(
@@ -316,6 +415,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 for (t, p), o in positions.items()
             ]
             result = await _retry(partial(deps.store.apply, good, progress), stats)
+            rewind.advance(positions)
             stats.stored += result.stored
             stats.duplicates += result.duplicates
             stats.conflicts += result.conflicts
@@ -343,6 +443,9 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
 
     @app.timer(deps.heartbeat_s)
     async def heartbeat() -> None:
+        if isinstance(app.consumer, RewindSafeConsumer):
+            await app.consumer.rewind_beyond_end()
+            stats.offset_rewinds = app.consumer.rewinds
         lag = await _lag(app)
         stuck = watch.stalled(processed=stats.processed, lag=lag, now=time.monotonic())
         try:
@@ -355,6 +458,21 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             os._exit(EXIT_STALLED)  # faust would wait on the stuck task; nothing left to flush
 
     return app
+
+
+def _check_rewind(rewind: RewindWatch, app: faust.App, tp: Any, stats: WorkerStats) -> None:
+    """Count and report a partition that restarted below the sink's stored progress."""
+    stored = rewind.rewound(tp.topic, tp.partition, end_offset=app.consumer.highwater(tp))
+    if stored is None:
+        return
+    stats.topic_resets += 1
+    log.error(
+        "%s[%s] ends at offset %d but the store already holds progress up to %d: the "
+        "broker lost its data. Processing the partition from its new start; records the "
+        "old broker acknowledged but the store never got are lost on the way: compare "
+        "GET /api/v1/sources with the sources and backfill their connectors",
+        tp.topic, tp.partition, app.consumer.highwater(tp), stored,
+    )  # fmt: skip
 
 
 async def _lag(app: faust.App) -> int:

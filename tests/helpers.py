@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
@@ -32,18 +33,56 @@ GENEALOGY_TABLES = [
 ]
 
 
+#: Columns that say when (or in which write, ``seq``) a row was written, not what it says; a
+#: re-run differs in them.
+WRITE_TIME_COLUMNS = frozenset({"ingested_at", "seen_at", "seq"})
+
+
 def snapshot(store: GenealogyStore) -> dict[str, list[tuple[Any, ...]]]:
     """Every genealogy row, sorted, times in UTC, without ingestion timestamps."""
+    return snapshot_tables(store, [t.name for t in GENEALOGY_TABLES])
+
+
+def snapshot_tables(
+    store: GenealogyStore, names: Iterable[str], *, ignore: Iterable[str] = WRITE_TIME_COLUMNS
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the tables named (as in :mod:`genealogy.tables`), sorted, times in UTC.
+
+    Columns in ``ignore`` are left out, so two stores fed the same events in different
+    runs compare equal.
+    """
+    skip = set(ignore)
     out: dict[str, list[tuple[Any, ...]]] = {}
     with store.engine.connect() as conn:
-        for table in GENEALOGY_TABLES:
-            # ingestion bookkeeping: when and in which write a row arrived, not what it says
-            cols = [c for c in table.columns if c.name not in {"ingested_at", "seen_at", "seq"}]
-            out[table.name] = sorted(
+        for name in names:
+            table = tables.metadata.tables[name]
+            cols = [c for c in table.columns if c.name not in skip]
+            out[name] = sorted(
                 tuple(utc(v) if isinstance(v, datetime) else v for v in r)
                 for r in conn.execute(select(*cols))
             )
     return out
+
+
+def duplicated(
+    store: GenealogyStore,
+    table_name: str,
+    columns: Iterable[str],
+    where: Mapping[str, Any] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Values of ``columns`` that more than one row of the table holds (empty: none twice).
+
+    For tables whose primary key does not make a repeat impossible, e.g. alerts keyed
+    by a digest of their evidence: ``duplicated(store, "integrity_alerts", ["rule",
+    "subject"], where={"state": "OPEN"})``. ``where`` keeps rows with those column values.
+    """
+    table = tables.metadata.tables[table_name]
+    cols = [table.c[name] for name in columns]
+    query = select(*cols).group_by(*cols).having(func.count() > 1)
+    for name, value in (where or {}).items():
+        query = query.where(table.c[name] == value)
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
 
 
 def normalized(events: list[LotEventBase], sites: SitesConfig) -> list[LotEventBase]:

@@ -294,6 +294,23 @@ def create_app(
             ]
         return body
 
+    @app.get("/api/v1/sources")
+    def get_sources(who: Operator) -> dict[str, Any]:
+        """Events stored per source system instance, for reconciliation against the sources.
+
+        ``events`` counts distinct events; ``missing_sequences`` counts the numbers within
+        ``first_sequence..last_sequence`` with no event stored. Compare ``events`` with what
+        the source or its connector sent: fewer here means events were lost on the way
+        (for instance by a broker that lost its data) and must be re-sent (a connector
+        backfill; the store keeps each event once).
+        """
+        items = []
+        for c in store.source_counts():
+            item = asdict(c)
+            item["missing_sequences"] = c.missing_sequences
+            items.append(item)
+        return {"items": items}
+
     @app.get("/api/v1/whoami")
     def whoami(request: Request) -> dict[str, Any]:
         """The caller's user, role, site and permissions (any valid key; local mode says so)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors.simulator import build_scenario
+from connectors.simulator import build_scenario, plant_load
 from genealogy.store import GenealogyStore
 from schemas.sites import SitesConfig
 from tests.helpers import normalized
@@ -109,3 +109,28 @@ def test_lot_events_are_paginated_oldest_first(client: TestClient) -> None:
     times = [e["occurred_at"] for e in first["items"] + rest["items"]]
     assert times == sorted(times)
     assert client.get("/api/v1/lots/NOPE/events").status_code == 404
+
+
+def test_sources_count_events_per_system_instance_and_sequence_gaps(
+    sqlite_url: str,
+    store_factory: Callable[[str], GenealogyStore],
+    demo_sites: SitesConfig,
+) -> None:
+    events = normalized(plant_load(demo_sites, 130), demo_sites)
+    mes = [e for e in events if e.envelope.source.system_instance == "mes-alp"]
+    dropped = mes[3]  # one MES event never arrives
+    store = store_factory(sqlite_url)
+    store.apply([e for e in events if e is not dropped])
+    with TestClient(create_app(store)) as client:
+        items = {i["system_instance"]: i for i in client.get("/api/v1/sources").json()["items"]}
+    sent: dict[str, int] = {}
+    for e in events:
+        sent[e.envelope.source.system_instance] = sent.get(e.envelope.source.system_instance, 0) + 1
+    assert {k: v["events"] for k, v in items.items()} == {**sent, "mes-alp": sent["mes-alp"] - 1}
+    assert {k: v["missing_sequences"] for k, v in items.items()} == {
+        "erp-alp": 0,
+        "lims-alp": 0,
+        "mes-alp": 1,
+        "erp-brk": 0,
+    }
+    assert items["mes-alp"]["site"] == "ALP"

@@ -157,7 +157,7 @@ def test_every_rule_fires_through_the_worker_and_survives_a_restart(
 
     # Restart: the state comes back from the changelog, so the late receipt of the orphan
     # lot withdraws the alert the first worker raised.
-    wait_for(lambda: facts_committed(settings), 30, "the worker to commit every fact it checked")
+    wait_for(lambda: facts_committed(settings), 90, "the worker to commit every fact it checked")
     worker.terminate()
     worker.wait(timeout=30)
     restarted_at = datetime.now(UTC)

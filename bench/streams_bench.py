@@ -1,0 +1,371 @@
+"""Stream worker throughput against a bare aiokafka loop, and end-to-end freshness.
+
+Throughput (``python -m bench streams --events N``): N raw events of many lots
+(:func:`connectors.simulator.plant_load`) are published to the raw topic of an embedded
+broker once; then, on that same topic and data,
+
+1. a faust worker running the real app of :mod:`streams.worker` with the sink agent
+   removed (``normalize`` and the integrity checks); events/s normalized, from its
+   first to its last;
+2. the real worker (every agent, the sink writing into SQLite) on its own copy of the
+   data; events/s from the first event stored to the last;
+3. the baseline: a bare aiokafka consume -> decode -> normalize -> encode -> produce loop
+   in one asyncio task, doing the same per-record work without faust.
+
+With ``--profile`` (needs ``py-spy``), the normalize-only worker is sampled and the
+functions it spends its time in are printed.
+
+Freshness (``python -m bench freshness --rate R --seconds S``): the whole path with a
+worker process and the HTTP API; source events are published at a steady R events/s
+and every 100th is polled for over HTTP (``GET /api/v1/lots/{lot}/events``) until it
+appears; p50/p99 of publish -> visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+
+from connectors.publisher import KafkaPublisher
+from connectors.simulator import plant_load
+from genealogy.store import GenealogyStore
+from lothub.runtime import EmbeddedBroker, ensure_topics, free_port
+from lothub.settings import Settings, demo_sites_path
+from schemas.model import check_enterprise
+from schemas.serde import make_serde
+from schemas.sites import load_sites
+from streams.normalize import normalize
+from streams.worker import HEARTBEAT_COMPONENT
+from trace_api.app import create_app
+
+#: one event in this many is polled for over HTTP (each poll is one request per sample)
+SAMPLE_EVERY = 100
+#: samples polled per round, oldest first
+POLL_AT_ONCE = 5
+#: faust waits this long for its first join on the embedded broker
+SESSION_TIMEOUT_S = 2.0
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "LOTHUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "LOTHUB_DATABASE_URL": settings.store_url,
+        "LOTHUB_TOPIC_PREFIX": settings.topic_prefix,
+        "LOTHUB_WORKER_GROUP": settings.worker_group,
+        "LOTHUB_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "LOTHUB_DATA_DIR": str(settings.data_dir),
+        "LOTHUB_LOG_LEVEL": "WARNING",
+    })  # fmt: skip
+    return env
+
+
+def _start(settings: Settings, log: Path, *, normalize_only: bool) -> subprocess.Popen[bytes]:
+    command = ["-m", "bench.streams_bench"] if normalize_only else ["-m", "lothub", "worker"]
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, *command], env=_env(settings), stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_normalize_only() -> None:
+    """Entry point of the normalize-only worker process (the real app minus the sink)."""
+    import faust
+
+    from streams.worker import WorkerDeps
+    from streams.worker import create_app as create_worker_app
+
+    settings = Settings.from_env()
+    store = GenealogyStore.connect(settings.store_url)
+    store.migrate()
+    deps = WorkerDeps(topics=settings.topics, sites=settings.sites(), serde=make_serde(),
+                      store=store, stall_s=settings.worker_stall_timeout_s,
+                      heartbeat_s=0.2)  # fmt: skip  # the bench reads its count from the heartbeat
+    app = create_worker_app(settings.faust_config(), deps)
+    sinks = [name for name in app.agents if name.endswith("sink_agent")]
+    if len(sinks) != 1:
+        raise SystemExit(f"expected one sink agent in the worker app, found {sinks}")
+    del app.agents[sinks[0]]
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+def _normalized(store: GenealogyStore) -> int:
+    """Events the worker says it normalized (Tansu's offset listing is not usable for this)."""
+    beat = store.last_heartbeat(HEARTBEAT_COMPONENT)
+    return 0 if beat is None else int(json.loads(beat[2])["normalized"])
+
+
+def _rate_while(count: Any, target: int, process: subprocess.Popen[bytes], what: str) -> float:
+    """Events/s of ``count()`` from its first increase until it reaches ``target``."""
+    first_at = first = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        n, now = count(), time.perf_counter()
+        if first_at is None and n > 0:
+            first_at, first = now, n
+        if n >= target and first_at is not None and first is not None:
+            return (n - first) / max(now - first_at, 1e-9)
+        if process.poll() is not None:
+            raise SystemExit(f"{what}: the worker exited with {process.returncode}")
+        time.sleep(0.05)
+    raise SystemExit(f"{what}: {target} events not reached within 600 s")
+
+
+async def _bare_loop(settings: Settings, events: int, out_topic: str) -> float:
+    sites, serde = settings.sites(), make_serde()
+    consumer = AIOKafkaConsumer(settings.topics.raw, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"bare-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
+                                auto_offset_reset="earliest")  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        done, began, pending = 0, 0.0, []
+        while done < events:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for records in batches.values():
+                if not began:
+                    began = time.perf_counter()
+                for msg in records:
+                    event = serde.decode(msg.value or b"", topic=msg.topic,
+                                         partition=msg.partition, offset=msg.offset)  # fmt: skip
+                    out = normalize(event, sites)
+                    check_enterprise(out)
+                    key = out.lots()[0].encode()
+                    value = serde.encode(out, topic=out_topic)
+                    pending.append(await producer.send(out_topic, value=value, key=key))
+                done += len(records)
+        await asyncio.gather(*pending)
+        took = time.perf_counter() - began
+        await consumer.commit()
+        return float(done / took)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _profile(pid: int, seconds: float, folder: Path) -> str:
+    """Self and inclusive time by function of a running worker, sampled with py-spy."""
+    raw = folder / "profile.txt"
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                    "--format", "raw", "--output", str(raw), "--rate", "200", "--nonblocking"],
+                   check=True, capture_output=True)  # fmt: skip
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[_short(frames[-1])] += count
+        for name in {_short(f) for f in frames}:
+            inclusive[name] += count
+    lines = [f"py-spy: {total} samples of the normalize-only worker (all threads)"]
+    lines.append("  self time:")
+    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(12)]
+    lines.append("  inclusive time of the per-record work:")
+    for name in ("decode", "normalize", "check_enterprise", "encode", "send", "_drain_messages",
+                 "getmany", "_execute_actor", "heartbeat"):  # fmt: skip
+        hits = sum(c for n, c in inclusive.items() if n.split(" ")[0].split(".")[-1] == name)
+        lines.append(f"    {100 * hits / total:5.1f}%  {name}")
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    # py-spy frames look like "function (path/to/module.py:123)"
+    name, _, where = frame.partition(" (")
+    module = where.rsplit("/", 1)[-1].split(":")[0]
+    return f"{name} ({module})"
+
+
+def throughput(events: int, profile: bool) -> None:
+    """Print events/s of faust normalize, faust normalize+sink and the bare loop."""
+    sites = load_sites(demo_sites_path())
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(Path(tmp) / "broker.log") as broker:
+        folder = Path(tmp)
+        settings = Settings(kafka_bootstrap=broker.bootstrap, data_dir=folder,
+                            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+                            session_timeout_s=SESSION_TIMEOUT_S)  # fmt: skip
+        ensure_topics(settings)
+        publisher = KafkaPublisher(settings.producer_config(), make_serde(), settings.topics.raw)
+        publisher.publish(plant_load(sites, events), timeout_s=300)
+        store = GenealogyStore.connect(settings.store_url)
+        store.migrate()
+        worker = _start(settings, folder / "normalize.log", normalize_only=True)
+        profiler: threading.Thread | None = None
+        report: list[str] = []
+        if profile:
+            profiler = threading.Thread(target=lambda: report.append(
+                _profile(worker.pid, 12, folder)))  # fmt: skip
+            profiler.start()
+        try:
+            faust_normalize = _rate_while(lambda: _normalized(store), events, worker, "normalize")
+        finally:
+            if profiler is not None:
+                profiler.join()
+            _stop(worker)
+            store.close()
+
+        # the same events on topics of their own, so the sink reads each exactly once
+        full = settings.model_copy(update={"topic_prefix": f"full{uuid.uuid4().hex[:6]}.",
+                                           "database_url": SecretStr(f"sqlite:///{folder / 'hub.db'}")})  # fmt: skip
+        ensure_topics(full)
+        KafkaPublisher(full.producer_config(), make_serde(), full.topics.raw).publish(
+            plant_load(sites, events), timeout_s=300)  # fmt: skip
+        store = GenealogyStore.connect(full.store_url)
+        store.migrate()
+        worker = _start(full, folder / "worker.log", normalize_only=False)
+        try:
+            faust_full = _rate_while(store.event_count, events, worker, "normalize+sink")
+        finally:
+            _stop(worker)
+            store.close()
+
+        out = settings.topics.enterprise.replace("enterprise", "bare-out")
+        _create(settings, out)
+        bare = asyncio.run(_bare_loop(settings, events, out))
+
+    print(f"stream worker throughput, {events:,} events of {events * 4 // 13:,}+ lots, "
+          "embedded broker, 2 cores")  # fmt: skip
+    print(f"{'pipeline':<34} {'events/s':>9} {'vs bare':>8}")
+    print(f"{'bare aiokafka loop (baseline)':<34} {bare:>9,.0f} {'1.00x':>8}")
+    print(
+        f"{'faust worker without the sink':<34} {faust_normalize:>9,.0f} {faust_normalize / bare:>7.2f}x"
+    )
+    print(
+        f"{'faust worker, all agents (SQLite)':<34} {faust_full:>9,.0f} {faust_full / bare:>7.2f}x"
+    )
+    for text in report:
+        print(text)
+
+
+def _create(settings: Settings, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient(settings.admin_config())
+    for future in admin.create_topics([NewTopic(topic, num_partitions=6)]).values():
+        future.result(timeout=30)
+
+
+def freshness(rate: int, seconds: int, database_url: str | None) -> None:
+    """Print p50/p99 from publishing a source event to seeing it over HTTP."""
+    sites = load_sites(demo_sites_path())
+    count = rate * seconds
+    events = plant_load(sites, count + 200)
+    warmup, events = events[:200], events[200:]
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(Path(tmp) / "broker.log") as broker:
+        folder = Path(tmp)
+        url = database_url or f"sqlite:///{folder / 'hub.db'}"
+        settings = Settings(kafka_bootstrap=broker.bootstrap, data_dir=folder, database_url=SecretStr(url),
+                            topic_prefix=f"fresh{uuid.uuid4().hex[:6]}.",
+                            session_timeout_s=SESSION_TIMEOUT_S)  # fmt: skip
+        ensure_topics(settings)
+        store = GenealogyStore.connect(url)
+        store.migrate()
+        worker = _start(settings, folder / "worker.log", normalize_only=False)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(store), port=port, log_level="warning",
+                                               lifespan="off"))  # fmt: skip
+        api = threading.Thread(target=server.run, daemon=True)
+        api.start()
+        publisher = KafkaPublisher(settings.producer_config(), make_serde(), settings.topics.raw)
+        try:
+            publisher.publish(warmup)
+            deadline = time.monotonic() + 120
+            while store.event_count() < len(warmup):
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise SystemExit("the worker did not store the warm-up events")
+                time.sleep(0.1)
+            latencies, sent_rate = _measure_freshness(publisher, events, rate, port, sites)
+        finally:
+            server.should_exit = True
+            api.join(timeout=10)
+            _stop(worker)
+            store.close()
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    print(
+        f"freshness: {count:,} events at {sent_rate:,.0f} events/s for {seconds} s, "
+        f"{len(latencies)} sampled over HTTP ({'PostgreSQL' if database_url else 'SQLite'})"
+    )
+    print(f"  publish -> visible in the API: p50 {p50:.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s")  # fmt: skip
+
+
+def _measure_freshness(
+    publisher: KafkaPublisher, events: list[Any], rate: int, port: int, sites: Any
+) -> tuple[list[float], float]:
+    samples: dict[str, tuple[str, float]] = {}  # event id -> (lot id, published at)
+    lock = threading.Lock()
+    done = threading.Event()
+    latencies: list[float] = []
+
+    def poll() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            while not (done.is_set() and (not samples or time.monotonic() > give_up[0])):
+                with lock:  # the oldest few: polling them all would compete with the worker
+                    todo = list(samples.items())[:POLL_AT_ONCE]
+                for event_id, (lot, published) in todo:
+                    items = client.get(f"/api/v1/lots/{lot}/events", params={"limit": 500}).json()
+                    if any(i["event_id"] == event_id for i in items.get("items", [])):
+                        latencies.append(time.perf_counter() - published)
+                        with lock:
+                            del samples[event_id]
+                time.sleep(0.01)
+
+    give_up = [float("inf")]
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    lots = [normalize(e, sites).lots()[0] for e in events]
+    began = time.perf_counter()
+    for i, event in enumerate(events):
+        due = began + i / rate
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        publisher.send([event])
+        if i % SAMPLE_EVERY == 0:
+            with lock:
+                samples[event.envelope.event_id] = (lots[i], time.perf_counter())
+    sent_rate = len(events) / (time.perf_counter() - began)
+    publisher.flush(60)
+    give_up[0] = time.monotonic() + 60
+    done.set()
+    poller.join(timeout=120)
+    if samples:
+        raise SystemExit(f"{len(samples)} sampled events never appeared in the API")
+    return latencies, sent_rate
+
+
+def main(*, events: int = 20_000, profile: bool = False) -> None:
+    """``python -m bench streams``."""
+    throughput(events, profile)
+
+
+if __name__ == "__main__":
+    run_normalize_only()
