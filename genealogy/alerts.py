@@ -29,7 +29,14 @@ from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from genealogy import tables
-from genealogy.store import GenealogyStore, StoreUnavailableError, _chunks, _insert_ignore, utc
+from genealogy.store import (
+    GenealogyStore,
+    StoreUnavailableError,
+    _chunks,
+    _insert_ignore,
+    one_of,
+    utc,
+)
 from schemas.alerts import AlertState, IntegrityAlert, Rule
 from schemas.errors import DataError
 
@@ -262,11 +269,11 @@ def unresolved_for_lots(store: GenealogyStore, lots: Sequence[str]) -> list[dict
     a, al = tables.integrity_alerts, tables.integrity_alert_lots
     out: list[dict[str, Any]] = []
     with store.engine.connect() as conn:
-        for chunk in _chunks(sorted(set(lots)), 500):
+        for chunk in _chunks(sorted(set(lots)), 20_000):
             rows = conn.execute(
                 select(al.c.lot_id, a.c.alert_id, a.c.rule, a.c.severity, a.c.acked_at)
                 .join(a, a.c.alert_id == al.c.alert_id)
-                .where(al.c.lot_id.in_(chunk), _status_clause("unresolved"))
+                .where(one_of(conn, al.c.lot_id, list(chunk)), _status_clause("unresolved"))
                 .order_by(al.c.lot_id, a.c.rule, a.c.alert_id)
             )
             out += [{"lot_id": r.lot_id, "alert_id": r.alert_id, "rule": r.rule,

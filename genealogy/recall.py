@@ -35,8 +35,9 @@ from sqlalchemy import and_, exists, func, or_, select
 
 from genealogy import tables
 from genealogy.alerts import unresolved_for_lots
-from genealogy.store import GenealogyStore, utc
-from genealogy.trace import Direction, LotNotFoundError, resolve_lot, trace
+from genealogy.graph import TraceEdge, TraceLot, graph_of
+from genealogy.store import GenealogyStore, one_of, utc
+from genealogy.trace import LotNotFoundError, resolve_lot
 from schemas.errors import DataError
 
 #: Refuse requests larger than these (a recall is targeted, not a data dump).
@@ -235,13 +236,21 @@ def run_recall(
     began = time.perf_counter()
     seeds = seeds if seeds is not None else seed_lots(store, request)
     depth: dict[str, int] = {}
+    reached: dict[str, TraceLot] = {}
+    graph = graph_of(store)
+    with store.engine.connect() as conn:
+        graph.catch_up(conn)
     for seed in seeds:
-        for lot in trace(store, seed, Direction.FORWARD).lots:
+        # every lot made from a seed, however far and however many: a recall is bounded
+        # by its seeds (MAX_SEED_LOTS), not by the trace API's limits
+        for lot in graph.walk(seed, backward=False, max_depth=_UNBOUNDED,
+                              max_lots=_UNBOUNDED).lots:  # fmt: skip
             depth[lot.lot_id] = min(depth.get(lot.lot_id, lot.depth), lot.depth)
+            reached[lot.lot_id] = lot
     affected = sorted(depth)
     balances, locations = _balances(store, affected)
-    lots_info, shipments, in_transit = _facts(store, affected)
-    shares = _exposure(store, affected, set(seeds))
+    shipments, in_transit = _facts(store, affected)
+    shares = _exposure(graph.incoming(affected), affected, set(seeds))
     for shipment in shipments:
         share = shares.get(shipment["lot_id"])
         shipment["suspect_kg"] = (share * shipment["quantity"]).quantize(_KG) if (
@@ -249,7 +258,7 @@ def run_recall(
     gaps: list[dict[str, str]] = []
     lots: list[AffectedLot] = []
     for lot_id in affected:
-        info = lots_info.get(lot_id, {})
+        info = reached[lot_id]
         lot_balances = balances.get(lot_id, [])
         for b in lot_balances:
             if b.residual > 0:
@@ -263,9 +272,9 @@ def run_recall(
                 }
             )
         lots.append(AffectedLot(
-            lot_id=lot_id, site=info.get("site", lot_id.split(":", 1)[0]),
-            item_code=info.get("item_code"), item_description=info.get("item_description"),
-            status=info.get("status"), seed=lot_id in seeds, depth=depth[lot_id],
+            lot_id=lot_id, site=info.site, item_code=info.item_code,
+            item_description=info.item_description, status=info.status, seed=lot_id in seeds,
+            depth=depth[lot_id],
             balances=lot_balances, last_location=locations.get(lot_id),
             suspect_share=shares.get(lot_id), suspect_kg=_suspect_kg(shares.get(lot_id), lot_balances),
         ))  # fmt: skip
@@ -293,6 +302,9 @@ def run_recall(
 
 
 _KG = Decimal("0.000001")
+#: lots per query: one bound parameter each (see one_of), a few round trips per recall
+_CHUNK = 20_000
+_UNBOUNDED = 1 << 62
 
 
 def _suspect_kg(share: Decimal | None, balances: list[Balance]) -> Decimal | None:
@@ -300,48 +312,46 @@ def _suspect_kg(share: Decimal | None, balances: list[Balance]) -> Decimal | Non
     return None if share is None or kg is None else (share * kg.inflow).quantize(_KG)
 
 
-def _exposure(store: GenealogyStore, affected: list[str], seeds: set[str]) -> dict[str, Decimal]:
+def _exposure(
+    incoming: dict[str, list[TraceEdge]], affected: list[str], seeds: set[str]
+) -> dict[str, Decimal]:
     """Quantity-weighted exposure: the share of each affected lot that is suspect material.
 
     A made lot is taken to have the composition of what went into it: its share is
     the suspect kilograms used over all kilograms used by the transformation (or batch)
     that made it. A transfer passes the share on. Lots reached only through inputs in
-    other units than kilograms get no share (it cannot be weighed).
+    other units than kilograms get no share (it cannot be weighed). ``incoming`` holds
+    every live link into each affected lot, from affected parents or not: a
+    transformation links each of its inputs to each of its outputs, so these are all the
+    inputs.
     """
-    # every link into an affected lot, from affected parents or not: a transformation
-    # links each of its inputs to each of its outputs, so these are all the inputs
-    links = tables.lot_links
-    incoming: dict[str, list[Any]] = defaultdict(list)
-    with store.engine.connect() as conn:
-        for start in range(0, len(affected), 500):
-            chunk = affected[start : start + 500]
-            query = select(links).where(
-                links.c.child_lot.in_(chunk), _not_voided(links.c.child_event_id)
-            )
-            for r in conn.execute(query):
-                incoming[r.child_lot].append(r)
     share: dict[str, Decimal] = {s: Decimal(1) for s in seeds}
-    pending = [lot for lot in affected if lot not in share]
-    affected_set = set(affected)
-    progress = True
-    while pending and progress:  # in dependency order; a rework loop is left without share
-        progress = False
-        for lot in list(pending):
-            rows = incoming.get(lot, [])
-            parents = {r.parent_lot for r in rows}
-            if any(p in pending for p in parents if p in affected_set):
-                continue
-            pending.remove(lot)
-            progress = True
-            suspect = total = Decimal(0)
-            weighable = True
-            for r in rows:
-                if r.unit_used != "KGM":
-                    weighable = False
-                total += r.quantity_used
-                suspect += share.get(r.parent_lot, Decimal(0)) * r.quantity_used
-            if weighable and total > 0:
-                share[lot] = suspect / total
+    pending = {lot for lot in affected if lot not in share}
+    # in dependency order (Kahn): a lot waits for its affected parents still pending, so a
+    # rework loop, and what is made from it, is left without share
+    waiting: dict[str, int] = {}
+    children: dict[str, list[str]] = defaultdict(list)
+    for lot in pending:
+        parents = {e.parent_lot for e in incoming.get(lot, [])} & pending
+        waiting[lot] = len(parents)
+        for parent in parents:
+            children[parent].append(lot)
+    ready = [lot for lot, count in waiting.items() if count == 0]
+    while ready:
+        lot = ready.pop()
+        for child in children.get(lot, []):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+        suspect = total = Decimal(0)
+        weighable = True
+        for e in incoming.get(lot, []):
+            if e.unit_used != "KGM":
+                weighable = False
+            total += e.quantity_used
+            suspect += share.get(e.parent_lot, Decimal(0)) * e.quantity_used
+        if weighable and total > 0:
+            share[lot] = suspect / total
     return {lot: value.quantize(_KG) for lot, value in share.items()}
 
 
@@ -357,10 +367,12 @@ def _balances(
     sums: dict[tuple[str, str], Balance] = {}
     latest: dict[str, tuple[datetime, str]] = {}
     with store.engine.connect() as conn:
-        for start in range(0, len(lots), 500):
-            chunk = lots[start : start + 500]
+        for start in range(0, len(lots), _CHUNK):
+            chunk = lots[start : start + _CHUNK]
             rows = conn.execute(
-                select(ledger).where(ledger.c.lot_id.in_(chunk), _not_voided(ledger.c.event_id))
+                select(ledger).where(
+                    one_of(conn, ledger.c.lot_id, chunk), _not_voided(ledger.c.event_id)
+                )
             )
             for r in rows:
                 b = sums.setdefault((r.lot_id, r.unit), Balance(unit=r.unit))
@@ -384,18 +396,14 @@ def _balances(
 
 def _facts(
     store: GenealogyStore, lots: list[str]
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     docs, ledger, links = tables.documents, tables.lot_ledger, tables.lot_links
-    info: dict[str, dict[str, Any]] = {}
     shipments: list[dict[str, Any]] = []
     in_transit: list[dict[str, Any]] = []
     with store.engine.connect() as conn:
-        for start in range(0, len(lots), 500):
-            chunk = lots[start : start + 500]
-            for r in conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk))):
-                info[r.lot_id] = {"site": r.site, "item_code": r.item_code,
-                                  "item_description": r.item_description, "status": r.status}  # fmt: skip
-            shipped = select(docs).where(docs.c.lot_id.in_(chunk), docs.c.cte == "SHIPPING",
+        for start in range(0, len(lots), _CHUNK):
+            chunk = lots[start : start + _CHUNK]
+            shipped = select(docs).where(one_of(conn, docs.c.lot_id, chunk), docs.c.cte == "SHIPPING",
                                          _not_voided(docs.c.event_id))  # fmt: skip
             for r in conn.execute(shipped):
                 shipments.append({"lot_id": r.lot_id, "customer": r.party_name,
@@ -405,7 +413,7 @@ def _facts(
                                   "unit": r.unit})  # fmt: skip
             received = select(links.c.via).where(links.c.kind == "TRANSFER")
             pending = select(ledger).where(
-                ledger.c.lot_id.in_(chunk), ledger.c.category == "TRANSFERRED_OUT",
+                one_of(conn, ledger.c.lot_id, chunk), ledger.c.category == "TRANSFERRED_OUT",
                 ledger.c.ref.not_in(received), _not_voided(ledger.c.event_id),
             )  # fmt: skip
             for r in conn.execute(pending):
@@ -413,7 +421,7 @@ def _facts(
                                    "shipped_at": utc(r.occurred_at), "quantity": abs(r.quantity),
                                    "unit": r.unit})  # fmt: skip
     shipments.sort(key=lambda s: (s["shipped_at"], s["lot_id"]))
-    return info, shipments, in_transit
+    return shipments, in_transit
 
 
 def load_recall(store: GenealogyStore, recall_id: str) -> tuple[dict[str, Any], str | None] | None:

@@ -16,12 +16,25 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -178,7 +191,9 @@ class GenealogyStore:
         """Store a batch of enterprise events and, in the same transaction, progress."""
         try:
             with self.engine.begin() as conn:
-                result = self._apply(conn, events)
+                # first, before any other lock: the clock row is what orders writers
+                seq = _tick(conn, "writes") if events else 0
+                result = self._apply(conn, events, seq)
                 now = datetime.now(UTC)
                 for p in progress:
                     _upsert(
@@ -200,7 +215,7 @@ class GenealogyStore:
         except OperationalError as exc:
             raise StoreUnavailableError(f"genealogy store write failed: {exc}") from exc
 
-    def _apply(self, conn: Connection, events: Sequence[LotEventBase]) -> ApplyResult:
+    def _apply(self, conn: Connection, events: Sequence[LotEventBase], seq: int) -> ApplyResult:
         ids = list({e.envelope.event_id for e in events})
         known: dict[str, str] = {}
         for chunk in _chunks(ids, 500):
@@ -259,6 +274,9 @@ class GenealogyStore:
             for lot_id in set(ev.lots()):
                 rows.add(tables.lot_events, lot_id=lot_id, event_id=env.event_id,
                          occurred_at=env.occurred_at.astimezone(UTC))  # fmt: skip
+        for stamped in (tables.lot_links, tables.lots, tables.documents):
+            for row in rows.by_table.get(stamped.name, []):
+                row["seq"] = seq
         self._upsert_lots(conn, rows.by_table.pop(tables.lots.name, []))
         order = [
             tables.events,
@@ -273,8 +291,8 @@ class GenealogyStore:
         for table in order:
             if table.name in rows.by_table:
                 _insert_ignore(conn, table, rows.by_table[table.name])
-        self._join_batches(conn, fresh)
-        self._apply_statuses(conn, fresh)
+        self._join_batches(conn, fresh, seq)
+        self._apply_statuses(conn, fresh, seq)
         self._apply_corrections(conn, fresh)
         self._withdraw_parked_alerts(conn, fresh)
         return ApplyResult(stored=len(fresh), duplicates=duplicates, conflicts=len(conflicts),
@@ -309,14 +327,17 @@ class GenealogyStore:
             ins.on_conflict_do_update(
                 index_elements=["lot_id"],
                 set_={
-                    c: func.coalesce(lots.c[c], ins.excluded[c])
-                    for c in ("item_code", "item_description")
+                    **{
+                        c: func.coalesce(lots.c[c], ins.excluded[c])
+                        for c in ("item_code", "item_description")
+                    },
+                    "seq": ins.excluded.seq,
                 },
             ),
             list(merged.values()),
         )
 
-    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+    def _join_batches(self, conn: Connection, fresh: Sequence[LotEventBase], seq: int) -> None:
         """Link every consumed lot of a batch to every produced lot, whichever came first."""
         batches = {e.batch_id for e in fresh if isinstance(e, MaterialConsumed | MaterialProduced)}
         if not batches:
@@ -337,11 +358,11 @@ class GenealogyStore:
                             f"batch:{i.event_id}:{o.event_id}", i.lot_id, o.lot_id, o.kind,
                             o.batch_id, (i.quantity, i.unit), (o.quantity, o.unit),
                             (i.event_id, o.event_id), max(utc(i.occurred_at), utc(o.occurred_at)),
-                        ))  # fmt: skip
+                        ) | {"seq": seq})  # fmt: skip
         if links:
             _insert_ignore(conn, tables.lot_links, links)
 
-    def _apply_statuses(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
+    def _apply_statuses(self, conn: Connection, fresh: Sequence[LotEventBase], seq: int) -> None:
         """Current status = the status of the latest event by event time, in any arrival order."""
         lots = tables.lots
         for ev in fresh:
@@ -353,7 +374,7 @@ class GenealogyStore:
                 conn.execute(
                     update(lots)
                     .where(lots.c.lot_id == ev.lot)
-                    .values(status=ev.status, status_at=at)
+                    .values(status=ev.status, status_at=at, seq=seq)
                 )
 
     def _apply_corrections(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
@@ -372,11 +393,13 @@ class GenealogyStore:
                 .where(corrections.c.corrected_event_id == ev.c.event_id)
                 .scalar_subquery()
             )
-            conn.execute(
+            voided = conn.execute(
                 update(ev)
                 .where(ev.c.event_id.in_(chunk), ev.c.voided_by.is_(None), voider.is_not(None))
                 .values(voided_by=voider)
             )
+            if voided.rowcount:
+                _tick(conn, "voids")
 
     # --- operational state -----------------------------------------------------
 
@@ -678,6 +701,28 @@ def _link(
         "quantity_produced": produced[0], "unit_produced": produced[1],
         "parent_event_id": events[0], "child_event_id": events[1], "occurred_at": at,
     }  # fmt: skip
+
+
+def _tick(conn: Connection, name: str) -> int:
+    """Move a ``genealogy_clock`` counter by one in this transaction; its new value.
+
+    Holding the row until commit orders the writers that tick it (see genealogy.graph).
+    """
+    clock = tables.genealogy_clock
+    conn.execute(update(clock).where(clock.c.name == name).values(value=clock.c.value + 1))
+    return int(conn.execute(select(clock.c.value).where(clock.c.name == name)).scalar_one())
+
+
+def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN values`` with the values as one bound parameter, however many.
+
+    An IN list binds one parameter per value, which SQLAlchemy renders on every call and
+    SQLite and PostgreSQL cap; a JSON array (SQLite) or an array (PostgreSQL) does not.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+    listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

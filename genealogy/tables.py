@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -46,6 +47,13 @@ events = Table(
     Column("content_hash", String(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("voided_by", ID, nullable=True),
+    # the few voided events, read whole whenever the voids clock moves
+    Index(
+        "ix_events_voided",
+        "event_id",
+        sqlite_where=text("voided_by IS NOT NULL"),
+        postgresql_where=text("voided_by IS NOT NULL"),
+    ),
 )
 
 lots = Table(
@@ -57,6 +65,9 @@ lots = Table(
     Column("item_description", ID, nullable=True),
     Column("status", String(20), nullable=True),
     Column("status_at", DateTime(timezone=True), nullable=True),
+    #: the ``writes`` clock value of the last transaction that changed the row
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_lots_seq", "seq"),
 )
 
 lot_aliases = Table(
@@ -84,8 +95,23 @@ lot_links = Table(
     Column("parent_event_id", ID, nullable=False),
     Column("child_event_id", ID, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    #: the ``writes`` clock value of the transaction that stored the link (0: before the clock)
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_lot_links_parent", "parent_lot"),
     Index("ix_lot_links_child", "child_lot"),
+    Index("ix_lot_links_seq", "seq"),
+)
+
+# Two counters moved by store writes, in the same transaction: ``writes`` by every batch
+# (its value stamps the links, lots and documents the batch writes, column ``seq``),
+# ``voids`` when events are voided. A process holding the genealogy graph in memory reads them before each
+# trace to know whether, and from where, to catch up. Taking the ``writes`` row first
+# serializes writers, so their rows become visible in ``seq`` order.
+genealogy_clock = Table(
+    "genealogy_clock",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 # MES-style consumption and production, waiting to be joined by batch id.
@@ -121,7 +147,10 @@ documents = Table(
     Column("quantity", QTY, nullable=False),
     Column("unit", String(3), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    #: the ``writes`` clock value of the transaction that stored the document
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_documents_lot", "lot_id"),
+    Index("ix_documents_seq", "seq"),
 )
 
 status_history = Table(

@@ -2,12 +2,13 @@
 
 Backward walks from a lot to everything it was made from, down to the supplier
 receipts; forward walks to everything made from it, out to the customer shipments.
-The walk is breadth-first, one query per level, bounded in depth and size, and
-terminates on rework loops because every lot is visited once. Links and documents
-of voided events are left out. An optional event-time window (``start``, ``end``, both
-inclusive, at most :data:`MAX_WINDOW`) keeps only the links and documents whose
-transformation, transfer, receipt or shipment happened inside it, so the walk goes on
-only through what happened then.
+The walk is breadth-first over the links, lots and documents held in memory
+(:mod:`genealogy.graph`, which catches up with the store before every trace), bounded in
+depth and size, and terminates on rework loops because every lot is visited once. Links
+and documents of voided events are left out. An optional event-time window (``start``, ``end``, both inclusive, at most
+:data:`MAX_WINDOW`) keeps only the links and documents whose transformation, transfer,
+receipt or shipment happened inside it, so the walk goes on only through what happened
+then. When the size limit cuts a level short, the lots kept are those first by lot id.
 
 Example::
 
@@ -20,15 +21,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import Connection, select
 
 from genealogy import tables
-from genealogy.store import GenealogyStore, utc
+from genealogy.graph import TraceDocument, TraceEdge, TraceLot, graph_of
+from genealogy.store import GenealogyStore
 from schemas.errors import DataError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LOTS",
+    "MAX_WINDOW",
+    "Direction",
+    "LotNotFoundError",
+    "TraceDocument",
+    "TraceEdge",
+    "TraceLot",
+    "TraceRequestError",
+    "TraceResult",
+    "check_window",
+    "resolve_lot",
+    "trace",
+]
 
 #: Refuse walks beyond these unless the caller asks for less.
 MAX_DEPTH = 100
@@ -82,53 +98,6 @@ def check_window(start: datetime | None, end: datetime | None) -> tuple[datetime
 
 
 @dataclass(frozen=True, slots=True)
-class TraceLot:
-    """A lot reached by the walk, with its distance from the start."""
-
-    lot_id: str
-    site: str
-    item_code: str | None
-    item_description: str | None
-    status: str | None
-    depth: int
-
-
-@dataclass(frozen=True, slots=True)
-class TraceEdge:
-    """One parent -> child link with the quantity used and the quantity produced."""
-
-    parent_lot: str
-    child_lot: str
-    kind: str
-    via: str
-    quantity_used: Decimal
-    unit_used: str
-    quantity_produced: Decimal
-    unit_produced: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class TraceDocument:
-    """A receipt, shipment, transfer or return document of a reached lot."""
-
-    event_id: str
-    lot_id: str
-    cte: str
-    doc_type: str
-    doc_number: str
-    site: str
-    party_id: str | None
-    party_name: str | None
-    partner_lot: str | None
-    location_id: str | None
-    location_name: str | None
-    quantity: Decimal
-    unit: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class TraceResult:
     """Everything one trace reached."""
 
@@ -148,17 +117,23 @@ def resolve_lot(store: GenealogyStore, lot: str) -> str:
     Raises :class:`LotNotFoundError` if nothing matches, and for an alias shared by
     several lots names them all so the caller can pick one.
     """
+    if graph_of(store).has_lot(lot):  # lots are never deleted: no query needed
+        return lot
     with store.engine.connect() as conn:
-        if conn.execute(select(tables.lots.c.lot_id).where(tables.lots.c.lot_id == lot)).first():
-            return lot
-        matches = sorted(
-            {
-                r.lot_id
-                for r in conn.execute(
-                    select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
-                )
-            }
-        )
+        return _resolve(conn, lot)
+
+
+def _resolve(conn: Connection, lot: str) -> str:
+    if conn.execute(select(tables.lots.c.lot_id).where(tables.lots.c.lot_id == lot)).first():
+        return lot
+    matches = sorted(
+        {
+            r.lot_id
+            for r in conn.execute(
+                select(tables.lot_aliases.c.lot_id).where(tables.lot_aliases.c.alias == lot)
+            )
+        }
+    )
     if not matches:
         raise LotNotFoundError(f"no lot has the id or alias {lot!r}")
     if len(matches) > 1:
@@ -192,114 +167,22 @@ def trace(
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH}")
     if not 1 <= max_lots <= MAX_LOTS:
         raise ValueError(f"max_lots must be between 1 and {MAX_LOTS}")
-    root = resolve_lot(store, lot_id)
-    links = tables.lot_links
-    ev = tables.events
-    near = links.c.child_lot if direction is Direction.BACKWARD else links.c.parent_lot
-    voided = exists().where(
-        and_(
-            or_(ev.c.event_id == links.c.parent_event_id, ev.c.event_id == links.c.child_event_id),
-            ev.c.voided_by.is_not(None),
-        )
-    )
-    docs = tables.documents
-    in_window: list[Any] = []
-    doc_in_window: list[Any] = []
-    if window is not None:
-        in_window = [links.c.occurred_at >= window[0], links.c.occurred_at <= window[1]]
-        doc_in_window = [docs.c.occurred_at >= window[0], docs.c.occurred_at <= window[1]]
-    depth_of = {root: 0}
-    edges: dict[str, TraceEdge] = {}
-    frontier = [root]
-    depth = 0
-    truncated = False
+    graph = graph_of(store)
     with store.engine.connect() as conn:
-        while frontier and depth < max_depth:
-            depth += 1
-            next_frontier: list[str] = []
-            for i in range(0, len(frontier), 500):
-                chunk = frontier[i : i + 500]
-                for r in conn.execute(select(links).where(near.in_(chunk), ~voided, *in_window)):
-                    edges[r.link_key] = TraceEdge(
-                        parent_lot=r.parent_lot,
-                        child_lot=r.child_lot,
-                        kind=r.kind,
-                        via=r.via,
-                        quantity_used=r.quantity_used,
-                        unit_used=r.unit_used,
-                        quantity_produced=r.quantity_produced,
-                        unit_produced=r.unit_produced,
-                        occurred_at=utc(r.occurred_at),
-                    )
-                    other = r.parent_lot if direction is Direction.BACKWARD else r.child_lot
-                    if other not in depth_of:
-                        if len(depth_of) >= max_lots:
-                            truncated = True
-                            continue
-                        depth_of[other] = depth
-                        next_frontier.append(other)
-            frontier = next_frontier
-        if frontier and depth >= max_depth:
-            # the walk stopped at max_depth: say so only if there was more to see
-            truncated = truncated or any(
-                conn.execute(
-                    select(links.c.link_key).where(near.in_(chunk), *in_window).limit(1)
-                ).first()
-                for chunk in (frontier[i : i + 500] for i in range(0, len(frontier), 500))
-            )
-        lot_rows: list[Any] = []
-        doc_rows: list[Any] = []
-        reached = list(depth_of)
-        doc_voided = exists().where(
-            and_(ev.c.event_id == docs.c.event_id, ev.c.voided_by.is_not(None))
-        )
-        for i in range(0, len(reached), 500):
-            chunk = reached[i : i + 500]
-            lot_rows.extend(
-                conn.execute(select(tables.lots).where(tables.lots.c.lot_id.in_(chunk)))
-            )
-            doc_rows.extend(
-                conn.execute(
-                    select(docs).where(docs.c.lot_id.in_(chunk), ~doc_voided, *doc_in_window)
-                )
-            )
-    lots = [
-        TraceLot(
-            lot_id=r.lot_id,
-            site=r.site,
-            item_code=r.item_code,
-            item_description=r.item_description,
-            status=r.status,
-            depth=depth_of[r.lot_id],
-        )
-        for r in lot_rows
-    ]
-    documents = [
-        TraceDocument(
-            event_id=r.event_id,
-            lot_id=r.lot_id,
-            cte=r.cte,
-            doc_type=r.doc_type,
-            doc_number=r.doc_number,
-            site=r.site,
-            party_id=r.party_id,
-            party_name=r.party_name,
-            partner_lot=r.partner_lot,
-            location_id=r.location_id,
-            location_name=r.location_name,
-            quantity=r.quantity,
-            unit=r.unit,
-            occurred_at=utc(r.occurred_at),
-        )
-        for r in doc_rows
-    ]
+        graph.catch_up(conn)
+        # a lot id the graph knows needs no query; an alias does
+        root = lot_id if graph.has_lot(lot_id) else _resolve(conn, lot_id)
+    walk = graph.walk(
+        root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
+        max_lots=max_lots, window=window,
+    )  # fmt: skip
     return TraceResult(
         root=root,
         direction=direction,
-        lots=sorted(lots, key=lambda x: (x.depth, x.lot_id)),
-        edges=sorted(edges.values(), key=lambda e: (e.parent_lot, e.child_lot, e.via)),
-        documents=sorted(documents, key=lambda d: (d.occurred_at, d.event_id, d.lot_id)),
-        truncated=truncated,
+        lots=walk.lots,
+        edges=walk.edges,
+        documents=walk.documents,
+        truncated=walk.truncated,
         window=window,
     )
 

@@ -33,8 +33,9 @@ GENEALOGY_TABLES = [
 ]
 
 
-#: Columns that say when a row was written, not what it says; a re-run differs in them.
-WRITE_TIME_COLUMNS = frozenset({"ingested_at", "seen_at"})
+#: Columns that say when (or in which write, ``seq``) a row was written, not what it says; a
+#: re-run differs in them.
+WRITE_TIME_COLUMNS = frozenset({"ingested_at", "seen_at", "seq"})
 
 
 def snapshot(store: GenealogyStore) -> dict[str, list[tuple[Any, ...]]]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genealogy.alerts import (
@@ -40,6 +43,7 @@ from genealogy.epcis_export import MEDIA_TYPE as EPCIS_MEDIA_TYPE
 from genealogy.epcis_export import EpcisExportError, EpcisScope, epcis_document
 from genealogy.epcis_export import dumps as epcis_dumps
 from genealogy.fsma204 import ExportRequestError, fsma204_rows, to_csv, to_xlsx
+from genealogy.graph import graph_of
 from genealogy.kpis import compute_kpis
 from genealogy.lots import lot_card, lot_history, search_lots
 from genealogy.operations import connector_health, lot_counts
@@ -77,6 +81,8 @@ from trace_api.auth import (
 )
 from trace_api.kpi_metrics import KpiCollector
 from trace_api.ui import mount_ui
+
+log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 #: Named readiness checks supplied by whoever runs the API (broker, worker, ...).
@@ -176,10 +182,23 @@ def create_app(
     once one is configured.
     """
     access = access or AccessControl.none()
+
+    @asynccontextmanager
+    async def load_graph(_app: FastAPI) -> AsyncIterator[None]:
+        # before serving (and so before /readyz answers): on a million links the first
+        # load takes tens of seconds, which no trace request should wait for
+        try:
+            with store.engine.connect() as conn:
+                graph_of(store).catch_up(conn)
+        except SQLAlchemyError as exc:
+            log.warning("trace graph not loaded at start-up (the first trace will): %s", exc)
+        yield
+
     app = FastAPI(
         title="lothub trace API",
         version="0.1.0",
         description="Forward and backward lot genealogy across every plant.",
+        lifespan=load_graph,
     )
 
     app.state.access = access

@@ -1,0 +1,411 @@
+"""The store's lot links, lots and documents held in memory, per process, kept fresh by a clock.
+
+A trace walks this graph instead of querying the database level by level: links, lots and
+documents are loaded once, then only the rows written since are read. Links and documents
+are append-only (never updated or deleted); what changes is whether one is live, when its
+event is voided. Lots change (status, item details). So the graph follows two counters of
+the ``genealogy_clock`` table, which every store write moves in its own transaction:
+
+* ``writes``: every :meth:`GenealogyStore.apply` moves it first and stamps the links, lots
+  and documents it writes with the new value (``seq``). Taking that row serializes writers, so a
+  reader that sees clock value N sees every row with ``seq <= N`` and reads ``seq > M`` to
+  catch up from M.
+* ``voids``: moved when events are voided. The voided events are few; the graph re-reads
+  them (a partial index) and drops the links and documents they touch. A voided event
+  stays voided.
+
+A bulk load ends with :func:`gc.freeze`: the process's objects at that point (the graph
+among them) are left out of the cyclic garbage collector's scans, whose full passes over
+the graph were the slowest traces. The graph holds no reference cycles; refcounting still
+frees what it drops.
+
+**Freshness rule**: every trace first reads the clock (one small query) and catches up, so
+a trace sees every link, lot, document and void committed before it started, whichever
+process wrote them. Rows written around the store (not through :meth:`GenealogyStore.apply`) are seen only if
+they were there when the graph first loaded.
+
+Example::
+
+    >>> graph = graph_of(store)                                     # doctest: +SKIP
+    >>> with store.engine.connect() as conn:                        # doctest: +SKIP
+    ...     graph.catch_up(conn)
+    >>> walk = graph.walk(root, backward=True, max_depth=20, max_lots=10_000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from operator import attrgetter, itemgetter
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from genealogy import tables
+from genealogy.store import GenealogyStore, utc
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEdge:
+    """One parent -> child link with the quantity used and the quantity produced."""
+
+    parent_lot: str
+    child_lot: str
+    kind: str
+    via: str
+    quantity_used: Decimal
+    unit_used: str
+    quantity_produced: Decimal
+    unit_produced: str
+    occurred_at: datetime
+
+
+_LINK_COLUMNS = [
+    tables.lot_links.c[name]
+    for name in (
+        "parent_lot", "child_lot", "kind", "via", "quantity_used", "unit_used",
+        "quantity_produced", "unit_produced", "occurred_at", "parent_event_id", "child_event_id",
+    )
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLot:
+    """A lot reached by the walk, with its distance from the start."""
+
+    lot_id: str
+    site: str
+    item_code: str | None
+    item_description: str | None
+    status: str | None
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraceDocument:
+    """A receipt, shipment, transfer or return document of a reached lot."""
+
+    event_id: str
+    lot_id: str
+    cte: str
+    doc_type: str
+    doc_number: str
+    site: str
+    party_id: str | None
+    party_name: str | None
+    partner_lot: str | None
+    location_id: str | None
+    location_name: str | None
+    quantity: Decimal
+    unit: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """What one walk reached."""
+
+    #: the reached lots that are stored (a lot named only by a link may not be), by depth
+    #: and then lot id
+    lots: list[TraceLot]
+    #: the links followed, by parent lot, child lot and ``via``
+    edges: list[TraceEdge]
+    #: the documents of the reached lots (inside the window), by time, event and lot
+    documents: list[TraceDocument]
+    #: the walk stopped short, at the size or the depth limit
+    truncated: bool
+
+
+_LOT_COLUMNS = [tables.lots.c[name] for name in
+                ("lot_id", "site", "item_code", "item_description", "status")]  # fmt: skip
+_DOC_COLUMNS = [tables.documents.c[name] for name in
+                ("event_id", "lot_id", "cte", "doc_type", "doc_number", "site", "party_id",
+                 "party_name", "partner_lot", "location_id", "location_name", "quantity", "unit",
+                 "occurred_at")]  # fmt: skip
+_DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
+#: a lot's site, item code, item description and status
+_Facts = tuple[str, str | None, str | None, str | None]
+#: a link as one end sees it: (sort key, the lot at the other end, the edge); the key is
+#: made once, as sorting thousands of edges by three attributes per trace costs more
+_Entry = tuple[str, str, TraceEdge]
+_BY_KEY = itemgetter(0)
+#: rows read in one catch-up from which the graph is moved out of the collector's way
+_FREEZE_AFTER = 10_000
+#: TraceLot objects kept for reuse at most
+_MADE_MAX = 2_000_000
+
+
+class LinkGraph:
+    """Live lot links of one store by child (for backward walks) and by parent (forward),
+    and the facts of every lot.
+
+    Thread-safe: the API answers traces from a thread pool, and a walk and a catch-up
+    never interleave.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget everything: the next catch-up loads the store afresh."""
+        self._links_at = -1  # the writes clock value links are loaded up to (-1: nothing yet)
+        self._lots_at = -1
+        self._voids_at = -1
+        self._facts: dict[str, _Facts] = {}
+        self._voided: set[str] = set()
+        self._up: dict[str, list[_Entry]] = {}
+        self._down: dict[str, list[_Entry]] = {}
+        # the lots at the other ends alone: a level is then a few set operations in C
+        self._parents: dict[str, list[str]] = {}
+        self._children: dict[str, list[str]] = {}
+        # TraceLot objects made, by lot and depth: immutable, so traces share them; a lot's
+        # are dropped when its facts change
+        self._made: dict[str, dict[int, TraceLot]] = {}
+        self._made_count = 0
+        self._docs: dict[str, list[TraceDocument]] = {}
+        self._docs_at = -1
+        #: (parent event, child event, edge) of every live link, to drop those a void kills
+        self._events: list[tuple[str, str, TraceEdge]] = []
+        # equal values shared across links: a million links repeat a few units, kinds,
+        # timestamps and quantities, and every lot id appears in several links
+        self._shared: dict[Any, Any] = {}
+
+    def catch_up(self, conn: Connection) -> None:
+        """Read what the store clock says changed since the last catch-up (see the module
+        docs); a walk sees the store as of its last catch-up."""
+        with self._lock:
+            collecting = gc.isenabled()
+            if self._links_at < 0:
+                gc.disable()  # a first load makes millions of objects and no garbage
+            try:
+                added = self._catch_up(conn)
+            except BaseException:
+                # half a catch-up would be read again, doubling links: start over instead
+                self._reset()
+                raise
+            finally:
+                if collecting:
+                    gc.enable()
+            if added >= _FREEZE_AFTER:
+                # the graph lives as long as the process: keep the cyclic collector from
+                # scanning it again and again (a full collection over a million links takes
+                # seconds, and lands inside some unlucky trace); it is freed by refcount
+                gc.freeze()
+
+    def incoming(self, lots: list[str]) -> dict[str, list[TraceEdge]]:
+        """The live links into each of ``lots`` (as of the last catch-up)."""
+        with self._lock:
+            up = self._up
+            return {lot: [x[2] for x in up[lot]] for lot in lots if lot in up}
+
+    def has_lot(self, lot_id: str) -> bool:
+        """True if ``lot_id`` is a stored lot (as of the last catch-up)."""
+        return lot_id in self._facts
+
+    def walk(
+        self,
+        root: str,
+        *,
+        backward: bool,
+        max_depth: int,
+        max_lots: int,
+        window: tuple[datetime, datetime] | None = None,
+    ) -> Walk:
+        """Breadth-first walk from ``root``: the lots reached with their depth, the links
+        followed, and whether the walk stopped short (at ``max_lots`` or ``max_depth``).
+
+        Every lot is visited once, so rework loops terminate. Each level follows every
+        live link (inside ``window``, if given) of the lots reached at the level before;
+        when the new lots of a level do not all fit under ``max_lots``, those first by
+        lot id are kept, and the links to the others are still listed.
+        """
+        with self._lock:
+            adjacency = self._up if backward else self._down
+            neighbours = self._parents if backward else self._children
+            seen = {root}
+            levels = [[root]]
+            found: list[_Entry] = []
+            frontier = [root]
+            truncated = False
+            while frontier and len(levels) <= max_depth:
+                reach: set[str] = set()
+                for lot in frontier:
+                    out = adjacency.get(lot)
+                    if not out:
+                        continue
+                    if window is None:
+                        found.extend(out)
+                        reach.update(neighbours[lot])
+                    else:
+                        inside = [x for x in out if window[0] <= x[2].occurred_at <= window[1]]
+                        found.extend(inside)
+                        reach.update(x[1] for x in inside)
+                fresh = sorted(reach - seen)
+                if len(seen) + len(fresh) > max_lots:
+                    truncated = True
+                    fresh = fresh[: max_lots - len(seen)]
+                seen.update(fresh)
+                levels.append(fresh)
+                frontier = fresh
+            if frontier and len(levels) > max_depth and not truncated:
+                # stopped at max_depth: say so only if there was more to see
+                truncated = any(
+                    window is None or window[0] <= x[2].occurred_at <= window[1]
+                    for lot in frontier
+                    for x in adjacency.get(lot, ())
+                )
+            lots = [
+                made
+                for depth, level in enumerate(levels)
+                for lot_id in level
+                if (made := self._lot(lot_id, depth)) is not None
+            ]
+            docs = self._docs
+            documents = [d for lot_id in seen if lot_id in docs for d in docs[lot_id]]
+        if window is not None:
+            documents = [d for d in documents if window[0] <= d.occurred_at <= window[1]]
+        documents.sort(key=_DOC_ORDER)
+        found.sort(key=_BY_KEY)
+        return Walk(lots, [x[2] for x in found], documents, truncated)
+
+    def _lot(self, lot_id: str, depth: int) -> TraceLot | None:
+        made = self._made.get(lot_id)
+        if made is not None:
+            lot = made.get(depth)
+            if lot is not None:
+                return lot
+        facts = self._facts.get(lot_id)
+        if facts is None:
+            return None
+        if self._made_count >= _MADE_MAX:  # bound the memory: start again
+            self._made.clear()
+            self._made_count = 0
+        lot = TraceLot(lot_id, *facts, depth)
+        self._made.setdefault(lot_id, {})[depth] = lot
+        self._made_count += 1
+        return lot
+
+    def _catch_up(self, conn: Connection) -> int:
+        """Read what the clock says changed since the last walk (see the module docs);
+        how many rows that was."""
+        added = 0
+        clock = tables.genealogy_clock
+        now = {r.name: int(r.value) for r in conn.execute(select(clock.c.name, clock.c.value))}
+        # voids first: the voided set read is at least as new as the clock, so every link
+        # read below with seq <= now["writes"] is checked against every void it could have
+        if now["voids"] != self._voids_at:
+            ev = tables.events
+            voided = {
+                str(r.event_id)
+                for r in conn.execute(select(ev.c.event_id).where(ev.c.voided_by.is_not(None)))
+            }
+            newly = voided - self._voided
+            self._voided = voided
+            self._voids_at = now["voids"]
+            if newly:
+                self._drop(newly)
+                self._docs = {
+                    lot: live
+                    for lot, docs in self._docs.items()
+                    if (live := [d for d in docs if d.event_id not in newly])
+                }
+        if now["writes"] != self._links_at:
+            links = tables.lot_links
+            # not past the clock: a link read must not be newer than the voids read above
+            query = select(*_LINK_COLUMNS).where(links.c.seq <= now["writes"])
+            if self._links_at >= 0:
+                query = query.where(links.c.seq > self._links_at)
+            for row in conn.execute(query):
+                self._add(row)
+                added += 1
+            self._links_at = now["writes"]
+        if now["writes"] != self._docs_at:
+            docs = tables.documents
+            # not past the clock, as links
+            query = select(*_DOC_COLUMNS).where(docs.c.seq <= now["writes"])
+            if self._docs_at >= 0:
+                query = query.where(docs.c.seq > self._docs_at)
+            for (event_id, lot_id, cte, doc_type, doc_number, site, party_id, party_name,
+                 partner_lot, location_id, location_name, quantity, unit, at) in conn.execute(query):  # fmt: skip
+                added += 1
+                if event_id not in self._voided:
+                    self._docs.setdefault(lot_id, []).append(TraceDocument(
+                        event_id, lot_id, cte, doc_type, doc_number, site, party_id, party_name,
+                        partner_lot, location_id, location_name, quantity, unit, utc(at),
+                    ))  # fmt: skip
+            self._docs_at = now["writes"]
+        if now["writes"] != self._lots_at:
+            lots = tables.lots
+            # past the clock is fine (a newer status); stopping at it is not: a lot written
+            # at or before it and changed again since would be read at neither catch-up
+            query = select(*_LOT_COLUMNS)
+            if self._lots_at >= 0:
+                query = query.where(lots.c.seq > self._lots_at)
+            share = self._shared.setdefault
+            for lot, site, code, description, status in conn.execute(query):
+                self._facts[share(lot, lot)] = (share(site, site), code, description, status)
+                added += 1
+                if self._made:
+                    self._made_count -= len(self._made.pop(lot, ()))
+            self._lots_at = now["writes"]
+        return added
+
+    def _add(self, row: Any) -> None:
+        (parent, child, kind, via, used, unit_used, produced, unit_produced, at,
+         parent_event, child_event) = row  # fmt: skip
+        if parent_event in self._voided or child_event in self._voided:
+            return  # a voided event stays voided: the link is dead for good
+        share = self._shared.setdefault
+        when = self._shared.get(("t", at))
+        if when is None:
+            when = self._shared[("t", at)] = utc(at)
+        parent, child, via = share(parent, parent), share(child, child), share(via, via)
+        edge = TraceEdge(
+            parent_lot=parent,
+            child_lot=child,
+            kind=share(kind, kind),
+            via=via,
+            # by text: Decimal("1") and Decimal("1.000") are equal but print differently
+            quantity_used=share(("q", str(used)), used),
+            unit_used=share(unit_used, unit_used),
+            quantity_produced=share(("q", str(produced)), produced),
+            unit_produced=share(unit_produced, unit_produced),
+            occurred_at=when,
+        )
+        key = f"{parent}\0{child}\0{via}"  # orders as (parent, child, via): ids hold no NUL
+        self._up.setdefault(child, []).append((key, parent, edge))
+        self._down.setdefault(parent, []).append((key, child, edge))
+        self._parents.setdefault(child, []).append(parent)
+        self._children.setdefault(parent, []).append(child)
+        self._events.append((share(parent_event, parent_event), share(child_event, child_event),
+                             edge))  # fmt: skip
+
+    def _drop(self, voided: set[str]) -> None:
+        """Remove the links an event of ``voided`` is at either end of."""
+        dead = {id(e): e for pe, ce, e in self._events if pe in voided or ce in voided}
+        if not dead:
+            return
+        self._events = [t for t in self._events if id(t[2]) not in dead]
+        for edge in dead.values():
+            for adjacency, others, lot in ((self._up, self._parents, edge.child_lot),
+                                           (self._down, self._children, edge.parent_lot)):  # fmt: skip
+                adjacency[lot] = [x for x in adjacency[lot] if id(x[2]) not in dead]
+                others[lot] = [x[1] for x in adjacency[lot]]
+
+
+_graphs: weakref.WeakKeyDictionary[GenealogyStore, LinkGraph] = weakref.WeakKeyDictionary()
+_graphs_lock = threading.Lock()
+
+
+def graph_of(store: GenealogyStore) -> LinkGraph:
+    """The link graph of ``store`` in this process (made empty, loaded on the first walk)."""
+    with _graphs_lock:
+        graph = _graphs.get(store)
+        if graph is None:
+            graph = _graphs[store] = LinkGraph()
+        return graph
