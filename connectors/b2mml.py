@@ -85,6 +85,7 @@ from schemas.errors import (
     ConfigurationError,
     DataError,
     EventValidationError,
+    InvalidDocumentError,
     RetriableError,
     SourceUnavailableError,
     UnmappedValueError,
@@ -184,22 +185,16 @@ class XsdIssue:
         return f"line {self.line}, {self.path}: {self.message}"
 
 
-class B2mmlValidationError(DataError):
+class B2mmlValidationError(InvalidDocumentError):
     """Not well-formed XML, a DTD, or XML that breaks the B2MML V0700 schema.
 
-    ``issues`` lists every error with line and element path; the message quotes the first
-    :data:`MAX_ISSUES_IN_MESSAGE`.
+    ``issues`` lists every error (:class:`XsdIssue`: line and element path); the message
+    quotes the first :data:`MAX_ISSUES_IN_MESSAGE`.
     """
 
     reason_code = "invalid-b2mml"
-
-    def __init__(self, summary: str, issues: Sequence[XsdIssue] = ()) -> None:
-        self.issues = tuple(issues)
-        quoted = "; ".join(str(i) for i in self.issues[:MAX_ISSUES_IN_MESSAGE])
-        more = len(self.issues) - MAX_ISSUES_IN_MESSAGE
-        if more > 0:
-            quoted += f"; and {more} more"
-        super().__init__(f"{summary}: {quoted}" if quoted else summary)
+    max_quoted = MAX_ISSUES_IN_MESSAGE
+    issues: tuple[XsdIssue, ...]
 
 
 class B2mmlMappingError(DataError):

@@ -163,7 +163,12 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from schemas import epcis_vocab
-from schemas.errors import ConfigurationError, DataError, EventValidationError
+from schemas.errors import (
+    ConfigurationError,
+    DataError,
+    EventValidationError,
+    InvalidDocumentError,
+)
 from schemas.model import (
     AdjustmentKind,
     CorrectionAction,
@@ -265,22 +270,16 @@ class SchemaIssue:
         return f"{self.path}: {self.message}"
 
 
-class EpcisValidationError(DataError):
+class EpcisValidationError(InvalidDocumentError):
     """Not JSON, not an EPCIS document, or a document breaking the GS1 EPCIS 2.0 JSON Schema.
 
-    ``issues`` lists every schema error with its JSON pointer; the message quotes the first
-    :data:`MAX_ISSUES_IN_MESSAGE`.
+    ``issues`` lists every schema error (:class:`SchemaIssue`: its JSON pointer); the message
+    quotes the first :data:`MAX_ISSUES_IN_MESSAGE`.
     """
 
     reason_code = "invalid-epcis"
-
-    def __init__(self, summary: str, issues: Sequence[SchemaIssue] = ()) -> None:
-        self.issues = tuple(issues)
-        quoted = "; ".join(str(i) for i in self.issues[:MAX_ISSUES_IN_MESSAGE])
-        more = len(self.issues) - MAX_ISSUES_IN_MESSAGE
-        if more > 0:
-            quoted += f"; and {more} more"
-        super().__init__(f"{summary}: {quoted}" if quoted else summary)
+    max_quoted = MAX_ISSUES_IN_MESSAGE
+    issues: tuple[SchemaIssue, ...]
 
 
 class EpcisMappingError(DataError):

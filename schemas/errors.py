@@ -14,13 +14,16 @@
         ├── DecodeError              bytes on a topic that cannot be decoded
         │   └── UnknownSchemaError   the writer schema is not one we know
         ├── EventValidationError     decoded, but breaks the enterprise lot model
-        └── UnmappedValueError       a site code (lot, status, unit) has no mapping
+        ├── UnmappedValueError       a site code (lot, status, unit) has no mapping
+        └── InvalidDocumentError     a plant message breaks its standard's schema (B2MML, EPCIS)
 
 Library errors are wrapped with ``raise ... from exc`` so the original cause stays
 in the traceback while the message says what a plant IT person can do.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class LotHubError(Exception):
@@ -60,6 +63,26 @@ class DataError(LotHubError):
 
     #: short machine-readable reason, used as the dead-letter ``reason`` header
     reason_code = "invalid-data"
+
+
+class InvalidDocumentError(DataError):
+    """A plant message that breaks its standard's schema, with every error found.
+
+    ``issues`` lists them all (anything with a readable ``str``: a line and path, a JSON
+    pointer); the message quotes the first :attr:`max_quoted`, so a dead-letter reason
+    stays readable however broken the message is.
+    """
+
+    reason_code = "invalid-document"
+    max_quoted = 10
+
+    def __init__(self, summary: str, issues: Sequence[object] = ()) -> None:
+        self.issues = tuple(issues)
+        quoted = "; ".join(str(i) for i in self.issues[: self.max_quoted])
+        more = len(self.issues) - self.max_quoted
+        if more > 0:
+            quoted += f"; and {more} more"
+        super().__init__(f"{summary}: {quoted}" if quoted else summary)
 
 
 class DecodeError(DataError):
