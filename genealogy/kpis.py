@@ -35,10 +35,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import select
 
 from genealogy import tables
-from genealogy.store import GenealogyStore, utc
+from genealogy.store import GenealogyStore, not_voided, utc
 
 #: statuses whose stock may not be used
 BLOCKED = ("QUARANTINE", "ON_HOLD", "REJECTED")
@@ -134,11 +134,6 @@ class Kpis:
         }
 
 
-def _live(event_id: Any) -> Any:
-    ev = tables.events
-    return ~exists().where(and_(ev.c.event_id == event_id, ev.c.voided_by.is_not(None)))
-
-
 def compute_kpis(store: GenealogyStore, *, now: datetime, site: str | None = None) -> Kpis:
     """Every KPI as of ``now``; with ``site``, only that site's lots, events and recalls."""
     now = utc(now)
@@ -158,17 +153,21 @@ def genealogy_completeness(store: GenealogyStore, *, site: str | None = None) ->
     parents: dict[str, set[str]] = defaultdict(set)
     with store.engine.connect() as conn:
         for row in conn.execute(
-            select(links.c.parent_lot, links.c.child_lot).where(_live(links.c.child_event_id))
+            select(links.c.parent_lot, links.c.child_lot).where(not_voided(links.c.child_event_id))
         ):
             parents[row.child_lot].add(row.parent_lot)
         received = set(
             conn.execute(
                 select(docs.c.lot_id).where(
-                    docs.c.cte == "RECEIVING", docs.c.party_id.is_not(None), _live(docs.c.event_id)
+                    docs.c.cte == "RECEIVING",
+                    docs.c.party_id.is_not(None),
+                    not_voided(docs.c.event_id),
                 )
             ).scalars()
         )
-        shipped_q = select(docs.c.lot_id).where(docs.c.cte == "SHIPPING", _live(docs.c.event_id))
+        shipped_q = select(docs.c.lot_id).where(
+            docs.c.cte == "SHIPPING", not_voided(docs.c.event_id)
+        )
         if site is not None:
             shipped_q = shipped_q.where(docs.c.site == site)
         shipped = sorted(set(conn.execute(shipped_q).scalars()))
@@ -205,7 +204,7 @@ def release_cycle_hours(
     releases: dict[str, list[datetime]] = defaultdict(list)
     with store.engine.connect() as conn:
         query = select(docs.c.lot_id, docs.c.occurred_at, docs.c.site).where(
-            docs.c.cte == "RECEIVING", docs.c.party_id.is_not(None), _live(docs.c.event_id)
+            docs.c.cte == "RECEIVING", docs.c.party_id.is_not(None), not_voided(docs.c.event_id)
         )
         if site is not None:
             query = query.where(docs.c.site == site)
@@ -215,7 +214,7 @@ def release_cycle_hours(
                 receipts[row.lot_id] = (at, row.site)
         for lot_id, released_at in conn.execute(
             select(history.c.lot_id, history.c.occurred_at).where(
-                history.c.status == "RELEASED", _live(history.c.event_id)
+                history.c.status == "RELEASED", not_voided(history.c.event_id)
             )
         ):
             releases[lot_id].append(utc(released_at))
@@ -252,7 +251,7 @@ def blocked_stock(
         for start in range(0, len(ids), 500):
             for r in conn.execute(
                 select(ledger.c.lot_id, ledger.c.quantity, ledger.c.unit).where(
-                    ledger.c.lot_id.in_(ids[start : start + 500]), _live(ledger.c.event_id)
+                    ledger.c.lot_id.in_(ids[start : start + 500]), not_voided(ledger.c.event_id)
                 )
             ):
                 on_hand[(r.lot_id, r.unit)] += r.quantity

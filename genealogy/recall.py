@@ -31,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import func, or_, select
 
 from genealogy import tables
 from genealogy.alerts import unresolved_for_lots
 from genealogy.graph import TraceEdge, TraceLot, graph_of
-from genealogy.store import GenealogyStore, one_of, utc
+from genealogy.store import GenealogyStore, not_voided, one_of, utc
 from genealogy.trace import LotNotFoundError, resolve_lot
 from schemas.errors import DataError
 
@@ -355,11 +355,6 @@ def _exposure(
     return {lot: value.quantize(_KG) for lot, value in share.items()}
 
 
-def _not_voided(event_id: Any) -> Any:
-    ev = tables.events
-    return ~exists().where(and_(ev.c.event_id == event_id, ev.c.voided_by.is_not(None)))
-
-
 def _balances(
     store: GenealogyStore, lots: list[str]
 ) -> tuple[dict[str, list[Balance]], dict[str, str]]:
@@ -371,7 +366,7 @@ def _balances(
             chunk = lots[start : start + _CHUNK]
             rows = conn.execute(
                 select(ledger).where(
-                    one_of(conn, ledger.c.lot_id, chunk), _not_voided(ledger.c.event_id)
+                    one_of(conn, ledger.c.lot_id, chunk), not_voided(ledger.c.event_id)
                 )
             )
             for r in rows:
@@ -404,7 +399,7 @@ def _facts(
         for start in range(0, len(lots), _CHUNK):
             chunk = lots[start : start + _CHUNK]
             shipped = select(docs).where(one_of(conn, docs.c.lot_id, chunk), docs.c.cte == "SHIPPING",
-                                         _not_voided(docs.c.event_id))  # fmt: skip
+                                         not_voided(docs.c.event_id))  # fmt: skip
             for r in conn.execute(shipped):
                 shipments.append({"lot_id": r.lot_id, "customer": r.party_name,
                                   "customer_id": r.party_id, "ship_to": r.location_name,
@@ -414,7 +409,7 @@ def _facts(
             received = select(links.c.via).where(links.c.kind == "TRANSFER")
             pending = select(ledger).where(
                 one_of(conn, ledger.c.lot_id, chunk), ledger.c.category == "TRANSFERRED_OUT",
-                ledger.c.ref.not_in(received), _not_voided(ledger.c.event_id),
+                ledger.c.ref.not_in(received), not_voided(ledger.c.event_id),
             )  # fmt: skip
             for r in conn.execute(pending):
                 in_transit.append({"lot_id": r.lot_id, "transfer_id": r.ref, "to": r.location_id,

@@ -27,10 +27,12 @@ from sqlalchemy import (
     Engine,
     String,
     Table,
+    and_,
     any_,
     bindparam,
     create_engine,
     event,
+    exists,
     func,
     select,
     update,
@@ -116,6 +118,12 @@ class SourceCount:
 def utc(value: datetime) -> datetime:
     """A datetime read back from the database, as aware UTC (SQLite drops the zone)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def not_voided(event_id: Any) -> Any:
+    """A WHERE clause: the row's ``event_id`` column names no voided event."""
+    ev = tables.events
+    return ~exists().where(and_(ev.c.event_id == event_id, ev.c.voided_by.is_not(None)))
 
 
 def site_of(lot_id: str) -> str:
