@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import os
 import shutil
@@ -58,6 +59,8 @@ from trace_api.app import create_app
 SAMPLE_EVERY = 100
 #: samples polled per round, oldest first
 POLL_AT_ONCE = 5
+#: seconds the worker is sampled for with --profile (start-up included)
+PROFILE_S = 30
 #: faust waits this long for its first join on the embedded broker
 SESSION_TIMEOUT_S = 2.0
 
@@ -77,7 +80,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _start(settings: Settings, log: Path, *, normalize_only: bool) -> subprocess.Popen[bytes]:
-    command = ["-m", "bench.streams_bench"] if normalize_only else ["-m", "lothub", "worker"]
+    command = ["-m", "bench.streams_bench", *([] if normalize_only else ["--with-sink"])]
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, *command], env=_env(settings), stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
@@ -92,34 +95,51 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def run_normalize_only() -> None:
-    """Entry point of the normalize-only worker process (the real app minus the sink)."""
-    import faust
+def run_worker(*, with_sink: bool) -> None:
+    """Entry point of a bench worker process: the real app, without its sink unless asked.
 
-    from streams.worker import WorkerDeps
+    Its heartbeat comes every 0.2 s, so the bench sees when the last record was handled.
+    """
+    from lothub.worker import worker_deps
     from streams.worker import create_app as create_worker_app
+    from streams.worker import quiet_worker
 
     settings = Settings.from_env()
     store = GenealogyStore.connect(settings.store_url)
     store.migrate()
-    deps = WorkerDeps(topics=settings.topics, sites=settings.sites(), serde=make_serde(),
-                      store=store, stall_s=settings.worker_stall_timeout_s,
-                      heartbeat_s=0.2)  # fmt: skip  # the bench reads its count from the heartbeat
+    deps = dataclasses.replace(worker_deps(settings, store), heartbeat_s=0.2)
     app = create_worker_app(settings.faust_config(), deps)
-    sinks = [name for name in app.agents if name.endswith("sink_agent")]
+    sinks = [name for name in app.agents if name.endswith(".sink_agent")]
     if len(sinks) != 1:
         raise SystemExit(f"expected one sink agent in the worker app, found {sinks}")
-    del app.agents[sinks[0]]
-    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    if not with_sink:
+        del app.agents[sinks[0]]
+    quiet_worker(app, loglevel="WARNING").execute_from_commandline()
 
 
-def _normalized(store: GenealogyStore) -> int:
-    """Events the worker says it normalized (Tansu's offset listing is not usable for this)."""
+def _stats(store: GenealogyStore) -> dict[str, Any]:
+    """The worker's counts from its heartbeat (Tansu's offset listing is not usable for this)."""
     beat = store.last_heartbeat(HEARTBEAT_COMPONENT)
-    return 0 if beat is None else int(json.loads(beat[2])["normalized"])
+    return {} if beat is None else dict(json.loads(beat[2]))
 
 
-def _rate_while(count: Any, target: int, process: subprocess.Popen[bytes], what: str) -> float:
+def _handled(store: GenealogyStore, *, events: int, stored: bool) -> int:
+    """Events normalized (or stored) so far, held below ``events`` until every check is done.
+
+    An event counts as handled once normalized (or stored in the genealogy, with ``stored``);
+    the last one only once every integrity fact published was checked and every alert
+    published was stored, so a rate ends when the integrity agents caught up too.
+    """
+    stats = _stats(store)
+    done = store.event_count() if stored else int(stats.get("normalized", 0))
+    checks_done = (stats.get("checked", 0) >= stats.get("facts", 0)
+                   and stats.get("alerts_stored", 0) >= stats.get("alerts", 0))  # fmt: skip
+    return done if checks_done else min(done, events - 1)
+
+
+def _rate_while(
+    count: Any, target: int, process: subprocess.Popen[bytes], what: str, log: Path
+) -> float:
     """Events/s of ``count()`` from its first increase until it reaches ``target``."""
     first_at = first = None
     deadline = time.monotonic() + 600
@@ -128,9 +148,13 @@ def _rate_while(count: Any, target: int, process: subprocess.Popen[bytes], what:
         if first_at is None and n > 0:
             first_at, first = now, n
         if n >= target and first_at is not None and first is not None:
+            # the first count may already be a whole batch: rate from first to last seen
             return (n - first) / max(now - first_at, 1e-9)
         if process.poll() is not None:
-            raise SystemExit(f"{what}: the worker exited with {process.returncode}")
+            lines = log.read_text(errors="replace").splitlines()
+            first = next((i for i, line in enumerate(lines) if "[ERROR]" in line), len(lines) - 30)
+            excerpt = "\n".join(lines[max(first, 0) : first + 30])  # the first error tells why
+            raise SystemExit(f"{what}: the worker exited with {process.returncode}:\n{excerpt}")
         time.sleep(0.05)
     raise SystemExit(f"{what}: {target} events not reached within 600 s")
 
@@ -190,8 +214,9 @@ def _profile(pid: int, seconds: float, folder: Path) -> str:
     lines.append("  self time:")
     lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(12)]
     lines.append("  inclusive time of the per-record work:")
-    for name in ("decode", "normalize", "check_enterprise", "encode", "send", "_drain_messages",
-                 "getmany", "_execute_actor", "heartbeat"):  # fmt: skip
+    for name in ("decode", "normalize", "check_enterprise", "encode", "produce", "facts_of",
+                 "integrity_check", "step", "from_json", "to_json", "alert_sink",
+                 "_send_produce_req", "_drain_messages", "getmany", "_execute_actor", "heartbeat"):  # fmt: skip
         hits = sum(c for n, c in inclusive.items() if n.split(" ")[0].split(".")[-1] == name)
         lines.append(f"    {100 * hits / total:5.1f}%  {name}")
     return "\n".join(lines)
@@ -222,10 +247,12 @@ def throughput(events: int, profile: bool) -> None:
         report: list[str] = []
         if profile:
             profiler = threading.Thread(target=lambda: report.append(
-                _profile(worker.pid, 12, folder)))  # fmt: skip
+                _profile(worker.pid, PROFILE_S, folder)))  # fmt: skip
             profiler.start()
         try:
-            faust_normalize = _rate_while(lambda: _normalized(store), events, worker, "normalize")
+            faust_normalize = _rate_while(lambda: _handled(store, events=events, stored=False),
+                                          events, worker, "normalize",
+                                          folder / "normalize.log")  # fmt: skip
         finally:
             if profiler is not None:
                 profiler.join()
@@ -242,7 +269,9 @@ def throughput(events: int, profile: bool) -> None:
         store.migrate()
         worker = _start(full, folder / "worker.log", normalize_only=False)
         try:
-            faust_full = _rate_while(store.event_count, events, worker, "normalize+sink")
+            faust_full = _rate_while(lambda: _handled(store, events=events, stored=True),
+                                     events, worker, "normalize+sink",
+                                     folder / "worker.log")  # fmt: skip
         finally:
             _stop(worker)
             store.close()
@@ -368,4 +397,4 @@ def main(*, events: int = 20_000, profile: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    run_normalize_only()
+    run_worker(with_sink="--with-sink" in sys.argv[1:])

@@ -5,28 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-import faust
-
 from genealogy.store import GenealogyStore
 from lothub.runtime import ensure_topics
 from lothub.settings import Settings
 from schemas.serde import make_serde
 from streams.integrity import Thresholds
-from streams.worker import WorkerDeps, create_app
+from streams.worker import WorkerDeps, create_app, quiet_worker
 
 
-def run_worker(settings: Settings) -> int:
-    """Build the faust app from settings and run it until SIGTERM or Ctrl-C.
-
-    The flow map's topics are created first if missing: a broker that restarted
-    without its data would otherwise auto-create them with its own defaults.
-    """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings)
-    store = GenealogyStore.connect(settings.store_url)
-    store.migrate()
+def worker_deps(settings: Settings, store: GenealogyStore) -> WorkerDeps:
+    """What a stream worker needs, from settings (the integrity limits included)."""
     sites = settings.sites()
-    deps = WorkerDeps(
+    return WorkerDeps(
         topics=settings.topics,
         sites=sites,
         serde=make_serde(settings.schema_registry_url),
@@ -48,11 +38,23 @@ def run_worker(settings: Settings) -> int:
         ),
         tick_s=settings.integrity_tick_s,
     )
+
+
+def run_worker(settings: Settings) -> int:
+    """Build the faust app from settings and run it until SIGTERM or Ctrl-C.
+
+    The flow map's topics are created first if missing: a broker that restarted
+    without its data would otherwise auto-create them with its own defaults.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings)
+    store = GenealogyStore.connect(settings.store_url)
+    store.migrate()
+    deps = worker_deps(settings, store)
     if settings.worker_metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings.faust_config(), deps)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    quiet_worker(app, loglevel=settings.log_level).execute_from_commandline()
     return 0

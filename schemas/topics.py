@@ -98,7 +98,7 @@ CONNECTOR_DLQ = TopicSpec(
 
 INTEGRITY_FACTS = TopicSpec(
     name="lothub.integrity.facts",
-    schema="JSON list of integrity facts (streams.integrity.Fact) of one event about one subject",
+    schema="JSON list of integrity facts (streams.integrity.Fact) about one subject, in event read order",
     producers=("streams.normalize",),
     consumers=("streams.integrity",),
     dead_letter=None,

@@ -263,7 +263,7 @@ def facts_of(ev: LotEventBase) -> list[Fact]:
 
 
 def by_subject(facts: Iterable[Fact]) -> dict[str, list[Fact]]:
-    """Facts grouped by subject, in the order given (one message per subject and event)."""
+    """Facts grouped by subject, in the order given (one message per subject and batch)."""
     grouped: dict[str, list[Fact]] = defaultdict(list)
     for f in facts:
         grouped[f.subject].append(f)
@@ -271,7 +271,7 @@ def by_subject(facts: Iterable[Fact]) -> dict[str, list[Fact]]:
 
 
 def encode_facts(facts: Sequence[Fact]) -> bytes:
-    """The facts-topic value for one subject's facts of one event."""
+    """The facts-topic value for one subject's facts, in the order their events were read."""
     return json.dumps([f.to_json() for f in facts], separators=(",", ":")).encode()
 
 
