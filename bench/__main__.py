@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=30, help="'freshness': how long")
     parser.add_argument("--database-url", default=None,
                         help="'freshness': store URL (default: a temporary SQLite file)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1,
+                        help="'freshness': stream worker processes (one consumer group)")  # fmt: skip
     args = parser.parse_args()
     names = args.names or NAMES
     if "connectors" in names:
@@ -38,7 +40,7 @@ def main() -> int:
     if "streams" in names:
         streams_bench.main(events=args.events, profile=args.profile)
     if "freshness" in names:
-        streams_bench.freshness(args.rate, args.seconds, args.database_url)
+        streams_bench.freshness(args.rate, args.seconds, args.database_url, workers=args.workers)
     return 0
 
 

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pint
@@ -84,6 +84,7 @@ def convert(value: Decimal, from_code: str, to_code: str) -> Decimal:
     return Decimal(converted.magnitude)
 
 
+@cache  # a few dozen codes; asking pint each time was a twentieth of a worker's time
 def canonical_unit(code: str) -> str:
     """The enterprise unit for the dimension of ``code`` (KGM, LTR or H87)."""
     dimensionality = str(_unit(code).dimensionality)
