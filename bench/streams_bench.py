@@ -370,7 +370,14 @@ def freshness(rate: int, seconds: int, database_url: str | None, *, workers: int
                         raise SystemExit("the workers did not store the warm-up events")
                     time.sleep(0.1)
                 time.sleep(2 * SESSION_TIMEOUT_S if workers > 1 else 0)
-            latencies, sent_rate = _measure_freshness(publisher, events, rate, port, sites)
+            try:
+                latencies, sent_rate = _measure_freshness(publisher, events, rate, port, sites)
+            except SystemExit as exc:
+                logs = "\n".join(line for i in range(workers)
+                                  for line in (folder / f"worker{i}.log").read_text().splitlines()
+                                  if "[ERROR]" in line or "[CRITICAL]" in line)  # fmt: skip
+                raise SystemExit(f"{exc}; {store.event_count():,} of {stored + len(events):,} "
+                                 f"events stored; worker errors:\n{logs[:3000]}") from exc  # fmt: skip
         finally:
             server.should_exit = True
             api.join(timeout=10)
