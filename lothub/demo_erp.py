@@ -8,7 +8,7 @@ port, where the ``tryton`` connector reads it like any plant's ERP.
 Building the database (``trytond-admin`` activating the modules, then proteus entering
 the plan) takes about half a minute, so the built database is kept as a template under
 ``<data dir>/tryton-cache/<plan hash>/``; a later demo with the same plan and Tryton
-version copies it and starts in a second or two.
+version copies it and starts in a second or two. A new build removes the older templates.
 
 Both build steps run in child processes: importing trytond sets the process time zone
 to UTC and keeps global configuration, which must not leak into the hub's process.
@@ -327,6 +327,9 @@ def ensure_database(plan: ErpPlan, cache: Path) -> ErpDatabase:
         shutil.rmtree(building)
         return ensure_database(plan, cache)
     building.rename(folder)  # the template appears whole or not at all
+    for old in cache.iterdir():  # templates of earlier scenarios or Tryton versions
+        if old.is_dir() and not old.name.startswith(".") and old != folder:
+            shutil.rmtree(old, ignore_errors=True)
     return ErpDatabase(folder, reader_password, admin_password, time.monotonic() - started)
 
 
