@@ -260,21 +260,17 @@ def run_demo(settings: Settings, *, check: bool) -> int:
     if settings.site_config == demo_sites_path():
         plants = settings.data_dir.resolve() / "demo-plants"
     scenario = build_scenario(settings.sites(), faults=True, mes_as_b2mml=plants is not None)
-    erp_url: str | None = None
+    erp: TrytonServer | None = None
     with contextlib.ExitStack() as stack:
         if plants is not None:
             # The demo's plants have real systems, read by real connectors.
             plants.mkdir(parents=True, exist_ok=True)
             plan = erp_plan(scenario.events, "erp-alp")
             db = ensure_database(plan, settings.data_dir.resolve() / "tryton-cache")
-            how = f"built in {db.build_seconds:.1f}s" if db.build_seconds else "cached"
-            erp = stack.enter_context(TrytonServer(db, plants / "tryton-alp"))
-            erp_url = erp.url
-            print(
-                f"  ALP's ERP is a live Tryton at {erp.url}/ (database {DATABASE!r}, "
-                f"{how}; logins in {db.folder / 'credentials.json'})",
-                flush=True,
-            )
+            erp = TrytonServer(db, plants / "tryton-alp")
+            stack.callback(erp.stop)
+            # trytond loads its modules while the hub starts; the connector waits for it
+            erp.start()
             scenario = hand_over(scenario, plan.event_ids)
             site_config = plants / "sites-with-connectors.toml"
             connectors_toml = write_plant_systems(plants, scenario.truth)
@@ -290,6 +286,14 @@ def run_demo(settings: Settings, *, check: bool) -> int:
                 flush=True,
             )
         hub = stack.enter_context(Hub(settings))
+        if erp is not None:
+            erp.wait_ready()
+            how = f"built in {erp.db.build_seconds:.1f}s" if erp.db.build_seconds else "cached"
+            print(
+                f"  ALP's ERP is a live Tryton at {erp.url}/ (database {DATABASE!r}, "
+                f"{how}; logins in {erp.db.folder / 'credentials.json'})",
+                flush=True,
+            )
         hub.wait_ready()
         if hub.access is not None and hub.access.local_mode:
             print(
@@ -337,8 +341,8 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         print(f"        curl '{hub.api_url}/api/v1/lots/L26312B/trace?direction=backward'")
         if plants is not None:
             print(f"  MES drop folders: {mes_drop_folder(plants, 'mes-alp')} (and mes-crv-drop)")
-        if erp_url is not None:
-            print(f"  ALP's ERP (Tryton JSON-RPC): {erp_url}/{DATABASE}/rpc/")
+        if erp is not None:
+            print(f"  ALP's ERP (Tryton JSON-RPC): {erp.url}/{DATABASE}/rpc/")
         print(f"  Genealogy in the web UI: {hub.api_url}/ui/#/lot/{lot}")
         print(f"  API docs: {hub.api_url}/docs    Stop with Ctrl-C.", flush=True)
         hub.supervise()

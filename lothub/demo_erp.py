@@ -17,7 +17,7 @@ Example::
 
     plan = erp_plan(scenario.events, "erp-alp")
     db = ensure_database(plan, data_dir / "tryton-cache")
-    with TrytonServer.start(db, data_dir / "demo-plants" / "tryton") as server:
+    with TrytonServer(db, data_dir / "demo-plants" / "tryton-alp") as server:
         print(server.url)
 """
 
@@ -345,6 +345,16 @@ class TrytonServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> TrytonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start(self) -> None:
+        """Copy the template and start trytond; :meth:`wait_ready` waits until it answers."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         # a fresh copy each run: the demo starts from the same ERP state every time
@@ -357,15 +367,11 @@ class TrytonServer:
                 env=_env(), stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-        try:
-            self._wait(60.0)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def _wait(self, timeout_s: float) -> None:
-        assert self._process is not None
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until trytond answers HTTP, or raise a FatalError naming its log."""
+        if self._process is None:
+            raise FatalError("the demo's Tryton server was never started")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
