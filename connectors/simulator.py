@@ -19,6 +19,9 @@ real ones do: an exact re-send of a receipt, a record with a unit nobody mapped,
 with B2MML an MES that re-sends a message, one that reports late (after the shipment
 of what it made) and one message that breaks the schema.
 
+When a live system stands in for a simulated one (``lothub demo`` runs ALP's ERP on
+Tryton), :func:`hand_over` takes its events out of the scenario.
+
 Example::
 
     scenario = build_scenario(sites)
