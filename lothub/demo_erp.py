@@ -6,7 +6,7 @@ a SQLite Tryton database through proteus and served by ``trytond`` on a free loo
 port, where the ``tryton`` connector reads it like any plant's ERP.
 
 Building the database (``trytond-admin`` activating the modules, then proteus entering
-the plan) takes about half a minute, so the built database is kept as a template under
+the plan) takes about 50 s on two cores, so the built database is kept as a template under
 ``<data dir>/tryton-cache/<plan hash>/``; a later demo with the same plan and Tryton
 version copies it and starts in a second or two. A new build removes the older templates.
 
@@ -56,7 +56,7 @@ DATABASE = "alpenwerk"
 ADMIN_LOGIN = "admin"
 #: The user the connector logs in as (Tryton has no read-only groups; it only reads).
 READER_LOGIN = "lothub"
-#: Where in the site the warehouse of the connector's own site is (Tryton warehouse code).
+#: Tryton code of the plant's own warehouse; the other sites' warehouses take their site codes.
 HOME_WAREHOUSE = "ALP"
 
 
@@ -197,10 +197,12 @@ def erp_plan(events: Iterable[LotEventBase], instance: str) -> ErpPlan:
             plan.work_orders.append(WorkOrder(event.transformation_id, day,
                                               lots(event.inputs), lots(event.outputs)))  # fmt: skip
         elif isinstance(event, TransferShipped):
+            if not event.to_location.site:
+                raise ValueError(f"transfer {event.transfer_id} names no destination site")
             plan.transfers.append(Transfer(
                 number=event.transfer_id, lot=event.lot, product=event.item.item_code,
                 kg=_kg(event.quantity.value, event.quantity.unit, event.transfer_id),
-                to_site=event.to_location.site or "", to_name=event.to_location.name or "",
+                to_site=event.to_location.site, to_name=event.to_location.name or "",
                 day=day,
             ))  # fmt: skip
         elif isinstance(event, LotShipped):
