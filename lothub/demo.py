@@ -269,8 +269,7 @@ def run_demo(settings: Settings, *, check: bool) -> int:
             db = ensure_database(plan, settings.data_dir.resolve() / "tryton-cache")
             erp = TrytonServer(db, plants / "tryton-alp")
             stack.callback(erp.stop)
-            # trytond loads its modules while the hub starts; the connector waits for it
-            erp.start()
+            erp.start()  # it loads its modules while the broker and the worker start
             scenario = hand_over(scenario, plan.event_ids)
             site_config = plants / "sites-with-connectors.toml"
             connectors_toml = write_plant_systems(plants, scenario.truth)
@@ -285,13 +284,14 @@ def run_demo(settings: Settings, *, check: bool) -> int:
                 "ALP LIMS exports, ALP and CRV MES drop folders",
                 flush=True,
             )
-        hub = stack.enter_context(Hub(settings))
+        hub = stack.enter_context(
+            Hub(settings, before_connectors=None if erp is None else erp.wait_ready)
+        )
         if erp is not None:
-            erp.wait_ready()
             how = f"built in {erp.db.build_seconds:.1f}s" if erp.db.build_seconds else "cached"
             print(
-                f"  ALP's ERP is a live Tryton at {erp.url}/ (database {DATABASE!r}, "
-                f"{how}; logins in {erp.db.folder / 'credentials.json'})",
+                f"  ALP's ERP is a live Tryton at {erp.url}/ (database {DATABASE!r}, {how}; "
+                f"logins in {erp.db.folder / 'credentials.json'})",
                 flush=True,
             )
         hub.wait_ready()

@@ -363,7 +363,8 @@ class TrytonServer:
         shutil.copyfile(self.db.sqlite_file, self.folder / self.db.sqlite_file.name)
         config = _config(self.folder, f"127.0.0.1:{self.port}")
         with self.log.open("ab") as out:
-            # -d loads the database's modules at start, so the first login is quick
+            # -d loads the database's modules before trytond listens: a lazy load on the
+            # first requests races with them ("does not know 'res.user'")
             self._process = subprocess.Popen(
                 [_script("trytond"), "-c", str(config), "-d", DATABASE],
                 env=_env(), stdout=out,
