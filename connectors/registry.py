@@ -135,7 +135,7 @@ def _tryton(
     )
 
     _check(name, "tryton", settings, {"url", "database", "user", "password"},
-           {"warehouse_sites", "stream", "settle_s"})  # fmt: skip
+           {"warehouse_sites", "stream", "settle_s", "supplier_lot"})  # fmt: skip
     client = TrytonClient(
         settings["url"], settings["database"], settings["user"], password=settings["password"]
     )
@@ -147,7 +147,7 @@ def _tryton(
             f"connector {name}: stream must be 'moves' or 'inspections', not {stream!r}"
         )
     reader = (
-        TrytonSource(client, **common)
+        TrytonSource(client, **common, supplier_lot=str(settings.get("supplier_lot", "lot")))
         if stream == "moves"
         else TrytonInspectionSource(client, **common)
     )

@@ -19,6 +19,9 @@ real ones do: an exact re-send of a receipt, a record with a unit nobody mapped,
 with B2MML an MES that re-sends a message, one that reports late (after the shipment
 of what it made) and one message that breaks the schema.
 
+When a live system stands in for a simulated one (``lothub demo`` runs ALP's ERP on
+Tryton), :func:`hand_over` takes its events out of the scenario.
+
 Example::
 
     scenario = build_scenario(sites)
@@ -656,6 +659,32 @@ def build_scenario(
     truth.statuses["CRV:L26309C"] = "RELEASED"
     return Scenario(events=events, truth=truth, expected_dead_letters=dead_letters,
                     resends=resends, mes_messages=mes_messages)  # fmt: skip
+
+
+def hand_over(scenario: Scenario, event_ids: set[str]) -> Scenario:
+    """``scenario`` without the events ``event_ids``: a live system sends those instead.
+
+    A re-send fault among them stays a fault of the simulated plants: BRK's ERP re-sends
+    its receipt of the transfer, as after a connector restart.
+    """
+    kept = [e for e in scenario.events if e.envelope.event_id not in event_ids]
+    seen: set[str] = set()
+    lost_resends = 0
+    for event in scenario.events:
+        if event.envelope.event_id in event_ids and event.envelope.event_id in seen:
+            lost_resends += 1
+        seen.add(event.envelope.event_id)
+    again = next(
+        (e for e in kept if isinstance(e, TransferReceived) and e.envelope.source.site == "BRK"),
+        None,
+    )
+    if lost_resends and again is None:
+        raise ValueError("the scenario has no BRK transfer receipt left to re-send")
+    if again is not None:
+        kept += [again] * lost_resends
+    return Scenario(events=kept, truth=scenario.truth,
+                    expected_dead_letters=scenario.expected_dead_letters,
+                    resends=scenario.resends, mes_messages=scenario.mes_messages)  # fmt: skip
 
 
 #: BRK's warehouse (America/Chicago wall clock, pounds): the relabelled transfer lot.

@@ -669,7 +669,16 @@ class TrytonSource(_TrytonStream):
     listed belongs to ``site_code``. Moves between warehouses of different sites are
     transfers; within one site they are moves. ``day_time`` is the plant-local time
     given to a move's effective date (Tryton keeps only the date).
+
+    ``supplier_lot`` says where a receipt's supplier lot number is: ``"lot"`` (the
+    default: the plant enters the supplier's lot number as the Tryton lot number) or
+    ``"shipment-reference"`` (the plant numbers lots itself and writes the supplier's lot
+    in the supplier shipment's reference, one lot per receipt; an empty reference falls
+    back to the lot number).
     """
+
+    #: the places a receipt's supplier lot number can be read from
+    SUPPLIER_LOT_FROM: ClassVar[tuple[str, ...]] = ("lot", "shipment-reference")
 
     model = "stock.move"
     record_kind = "stock.move"
@@ -685,12 +694,19 @@ class TrytonSource(_TrytonStream):
         warehouse_sites: Mapping[str, str] | None = None,
         settle_s: float = 60.0,
         day_time: time = time(0, 0),
+        supplier_lot: str = "lot",
     ) -> None:
         super().__init__(
             client, name=name, site_code=site_code, warehouse_sites=warehouse_sites,
             settle_s=settle_s,
         )  # fmt: skip
+        if supplier_lot not in self.SUPPLIER_LOT_FROM:
+            raise ConfigurationError(
+                f"Tryton connector {name}: supplier_lot must be one of "
+                f"{', '.join(self.SUPPLIER_LOT_FROM)}, not {supplier_lot!r}"
+            )
         self.day_time = day_time
+        self.supplier_lot = supplier_lot
         self._source_by_site: dict[str, EventSource] = {}
 
     # -- reading ----------------------------------------------------------------------
@@ -973,6 +989,14 @@ class _MoveMapper:
             "this connector maps supplier, customer, storage, production and lost_found moves"
         )
 
+    def supplier_lot(self) -> str:
+        """The supplier's lot number: Tryton has no field for it, so where the plant keeps it."""
+        if self.source.supplier_lot == "shipment-reference":
+            reference = _text((self.shipment or {}).get("reference"))
+            if reference is not None:
+                return reference
+        return self.lot
+
     def received(self) -> LotEventBase:
         supplier, ship_from = self.partner("supplier")
         order = self.origin if (self.origin or {}).get("doc_type") == "PO" else None
@@ -983,8 +1007,7 @@ class _MoveMapper:
         return LotReceived(
             envelope=self.envelope("LotReceived", self.site_here(self.to)),
             lot=self.lot, item=self.item, quantity=self.quantity, supplier=supplier,
-            # Tryton keeps no separate supplier lot number: the lot number is what was received
-            supplier_lot=self.lot,
+            supplier_lot=self.supplier_lot(),
             receiving_location=self.place(self.to), ship_from=ship_from,
             reference_document=reference,
         )  # fmt: skip

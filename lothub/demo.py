@@ -1,9 +1,13 @@
 """``lothub demo``: the whole hub plus the three-site plant simulator.
 
 With the demo's site configuration the plants have real systems for the connectors to
-read: BRK's WMS database (``wms-sql``), ALP's LIMS export (``lims-csv``) and the MES drop
-folders of ALP and CRV (``b2mml``), into which the MES messages are dropped, one of them
-late, one twice and one broken; the ERPs' events are published as a connector would.
+read: site ALP's ERP is a live Tryton server (``tryton``; :mod:`lothub.demo_erp` builds
+its database from the scenario, caches it under ``<data dir>/tryton-cache/`` and serves
+it on a free loopback port), BRK's WMS database (``wms-sql``), ALP's LIMS export
+(``lims-csv``) and the MES drop folders of ALP and CRV (``b2mml``), into which the MES
+messages are dropped, one of them late, one twice and one broken. The ERPs of BRK and
+CRV, and ALP's lot status letters (a field Tryton does not have), are published by the
+simulator as a connector would.
 
 With ``--check`` the scenario runs to completion, every expected trace is checked
 through the HTTP API against the simulator's ground truth, one summary line is
@@ -12,6 +16,7 @@ printed and the exit status says pass (0) or fail (1).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,9 +33,11 @@ from connectors.simulator import (
     Scenario,
     build_scenario,
     drop_mes_message,
+    hand_over,
     mes_drop_folder,
     write_plant_systems,
 )
+from lothub.demo_erp import DATABASE, TrytonServer, ensure_database, erp_plan
 from lothub.reconcile import reconcile
 from lothub.runtime import Hub
 from lothub.settings import Settings, demo_sites_path
@@ -40,6 +47,9 @@ from schemas.serde import Serde, make_serde
 
 #: the scenario happens in November 2026
 SCENARIO_START = datetime(2026, 11, 1, tzinfo=UTC)
+#: The demo's connector reading ALP's Tryton, and which site each Tryton warehouse is.
+ERP_CONNECTOR = "tryton-alp"
+WAREHOUSE_SITES = {"ALP": "ALP", "BRK": "BRK", "CRV": "CRV"}
 #: kilograms a traced quantity may differ from the truth (unit conversions round)
 TOLERANCE_KG = Decimal("0.001")
 
@@ -197,7 +207,7 @@ def run_scenario(
     publisher = KafkaPublisher(settings.producer_config(), serde, settings.topics.raw)
     publisher.publish(scenario.events)
     print(
-        f"  published {len(scenario.events)} ERP/LIMS events from 3 sites "
+        f"  published {len(scenario.events)} simulated ERP/LIMS events "
         f"({scenario.resends} re-send, {len(scenario.expected_dead_letters)} with an unmapped unit)",
         flush=True,
     )
@@ -250,21 +260,40 @@ def run_demo(settings: Settings, *, check: bool) -> int:
     if settings.site_config == demo_sites_path():
         plants = settings.data_dir.resolve() / "demo-plants"
     scenario = build_scenario(settings.sites(), faults=True, mes_as_b2mml=plants is not None)
-    if plants is not None:
-        # The demo's plants have real systems, read by real connectors.
-        site_config = plants / "sites-with-connectors.toml"
-        connectors_toml = write_plant_systems(plants, scenario.truth)
-        site_config.write_text(demo_sites_path().read_text() + connectors_toml)
-        settings = settings.model_copy(update={"site_config": site_config})
-        for message in scenario.mes_messages:
-            if not message.late:
-                drop_mes_message(plants, message)
-        print(
-            f"  plant systems in {plants}: BRK WMS database, ALP LIMS exports, "
-            "ALP and CRV MES drop folders",
-            flush=True,
+    erp: TrytonServer | None = None
+    with contextlib.ExitStack() as stack:
+        if plants is not None:
+            # The demo's plants have real systems, read by real connectors.
+            plants.mkdir(parents=True, exist_ok=True)
+            plan = erp_plan(scenario.events, "erp-alp")
+            db = ensure_database(plan, settings.data_dir.resolve() / "tryton-cache")
+            erp = TrytonServer(db, plants / "tryton-alp")
+            stack.callback(erp.stop)
+            erp.start()  # it loads its modules while the broker and the worker start
+            scenario = hand_over(scenario, plan.event_ids)
+            site_config = plants / "sites-with-connectors.toml"
+            connectors_toml = write_plant_systems(plants, scenario.truth)
+            connectors_toml += erp.connector_toml(ERP_CONNECTOR, "ALP", WAREHOUSE_SITES)
+            site_config.write_text(demo_sites_path().read_text() + connectors_toml)
+            settings = settings.model_copy(update={"site_config": site_config})
+            for message in scenario.mes_messages:
+                if not message.late:
+                    drop_mes_message(plants, message)
+            print(
+                f"  plant systems in {plants}: ALP ERP (Tryton), BRK WMS database, "
+                "ALP LIMS exports, ALP and CRV MES drop folders",
+                flush=True,
+            )
+        hub = stack.enter_context(
+            Hub(settings, before_connectors=None if erp is None else erp.wait_ready)
         )
-    with Hub(settings) as hub:
+        if erp is not None:
+            how = f"built in {erp.db.build_seconds:.1f}s" if erp.db.build_seconds else "cached"
+            print(
+                f"  ALP's ERP is a live Tryton at {erp.url}/ (database {DATABASE!r}, {how}; "
+                f"logins in {erp.db.folder / 'credentials.json'})",
+                flush=True,
+            )
         hub.wait_ready()
         if hub.access is not None and hub.access.local_mode:
             print(
@@ -312,6 +341,8 @@ def run_demo(settings: Settings, *, check: bool) -> int:
         print(f"        curl '{hub.api_url}/api/v1/lots/L26312B/trace?direction=backward'")
         if plants is not None:
             print(f"  MES drop folders: {mes_drop_folder(plants, 'mes-alp')} (and mes-crv-drop)")
+        if erp is not None:
+            print(f"  ALP's ERP (Tryton JSON-RPC): {erp.url}/{DATABASE}/rpc/")
         print(f"  Genealogy in the web UI: {hub.api_url}/ui/#/lot/{lot}")
         print(f"  API docs: {hub.api_url}/docs    Stop with Ctrl-C.", flush=True)
         hub.supervise()

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -205,8 +206,13 @@ def mount_intakes(app: FastAPI, intakes: dict[str, Intake], access: AccessContro
 class Hub:
     """Runs the whole hub in this process (API) and children (broker, worker)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, before_connectors: Callable[[], None] | None = None
+    ) -> None:
+        """``before_connectors`` blocks until the systems the connectors read are up; it runs
+        after the broker, store and worker started, so a system can start alongside them."""
         self.settings = settings
+        self._before_connectors = before_connectors
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.store: GenealogyStore | None = None
@@ -244,6 +250,8 @@ class Hub:
         self.store.migrate()
         log.info("genealogy store ready (%d sites configured)", len(sites.sites))
         self.worker = self._start_worker()
+        if self._before_connectors is not None:
+            self._before_connectors()
         self.connectors = ConnectorThreads(self.settings)
         started = self.connectors.start()
         if started:

@@ -3,7 +3,8 @@
 The story (company "Alpenwerk Foods AG", time zone Europe/Zurich, two warehouses:
 the plant ``WH`` and the distribution centre ``DC``; every product requires a lot)::
 
-    PO from Alpine Dairy   -> receipt of milk powder lot R-26001 (1000 kg)
+    PO from Alpine Dairy   -> receipt of milk powder lot R-26001 (1000 kg), the supplier's
+                              lot AD-5531 in the receipt's reference
     PO from Cocoa Partners -> one receipt of cocoa lots R-26002 (400 kg) and R-26003 (300 kg),
                               quality-inspected on receipt (moisture, visual: passed)
     production MO          -> consumes 800 kg of R-26001 and 150 kg of R-26002 (partial use),
@@ -305,8 +306,9 @@ def enter_scenario(config_file: str, database: str) -> dict[str, Any]:
         return order
 
     def receive(supplier: Any, order: Any, lots: list[Any], when: date,
-                inspect: dict[str, Any] | None = None) -> Any:  # fmt: skip
-        shipment = ShipmentIn(supplier=supplier, warehouse=wh, effective_date=when)
+                inspect: dict[str, Any] | None = None, reference: str | None = None) -> Any:  # fmt: skip
+        shipment = ShipmentIn(supplier=supplier, warehouse=wh, effective_date=when,
+                              reference=reference)  # fmt: skip
         for move, lot_ in zip(order.moves, lots, strict=True):
             shipment.incoming_moves.append(Move(move.id))
             shipment.incoming_moves[-1].lot = lot_
@@ -321,7 +323,7 @@ def enter_scenario(config_file: str, database: str) -> dict[str, Any]:
 
     r1, r2, r3 = lot("R-26001", milk), lot("R-26002", cocoa), lot("R-26003", cocoa)
     po1 = purchase(dairy, [(milk, 1000)])
-    receive(dairy, po1, [r1], day[0])
+    receive(dairy, po1, [r1], day[0], reference="AD-5531")  # the supplier's lot, as delivered
     po2 = purchase(cocoa_co, [(cocoa, 400), (cocoa, 300)])
     receive(cocoa_co, po2, [r2, r3], day[0], inspect={"moisture": 3.8, "visual_ok": True})
 

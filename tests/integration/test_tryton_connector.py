@@ -245,6 +245,7 @@ def test_the_scenario_becomes_the_expected_raw_events(
     assert milk.envelope.occurred_at.utcoffset() == timedelta(hours=1), "Zurich in winter"
     assert milk.envelope.recorded_at == milk.envelope.occurred_at, "stable under re-writes"
     assert received["R-26003"].reference_document.number == "PO/2"
+    assert milk.supplier_lot == "R-26001", "by default the Tryton lot number is the supplier's"
 
     consumed = {e.lot: e for e in events if isinstance(e, MaterialConsumed)}
     assert {lot: e.quantity.value for lot, e in consumed.items()} == {
@@ -281,6 +282,19 @@ def test_the_scenario_becomes_the_expected_raw_events(
         assert event.envelope.occurred_at.tzinfo is not None
         assert event.envelope.recorded_at.tzinfo is not None
     assert len({e.envelope.event_id for e in events}) == len(events)
+
+
+def test_the_supplier_lot_can_come_from_the_receipts_reference(client: TrytonClient) -> None:
+    source = TrytonSource(client, name=INSTANCE, site_code="ALP", warehouse_sites=WAREHOUSE_SITES,
+                          settle_s=0, supplier_lot="shipment-reference")  # fmt: skip
+    supplier_lots = {
+        e.lot: e.supplier_lot
+        for record in read_all(source, 500)
+        for e in source.to_events(record.raw, SITES.sites["ALP"])
+        if isinstance(e, LotReceived)
+    }
+    assert supplier_lots["R-26001"] == "AD-5531"  # written in the receipt's reference
+    assert supplier_lots["R-26002"] == "R-26002"  # a receipt without one: the lot number
 
 
 def test_events_go_through_the_broker_unchanged(

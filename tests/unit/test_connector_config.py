@@ -80,17 +80,32 @@ def test_cursor_round_trips_and_keeps_plant_local_time_naive(at: datetime) -> No
 
 
 def test_build_a_configured_tryton_connector(tmp_path: Path) -> None:
-    from connectors.tryton import TrytonConnectorSource
+    from connectors.tryton import TrytonConnectorSource, TrytonSource
 
     path = tmp_path / "sites.toml"
     path.write_text(demo_sites_path().read_text() + (
         '\n[connectors.erp-alp]\nkind = "tryton"\nsite = "ALP"\n[connectors.erp-alp.settings]\n'
         'url = "http://erp.invalid:8000"\ndatabase = "alpenwerk"\nuser = "lothub"\n'
-        'password_env = "TEST_TRYTON_PASSWORD"\nwarehouse_sites = { WH = "ALP", DC = "BRK" }\n'))  # fmt: skip
+        'password_env = "TEST_TRYTON_PASSWORD"\nwarehouse_sites = { WH = "ALP", DC = "BRK" }\n'
+        'supplier_lot = "shipment-reference"\n'))  # fmt: skip
     source = build_source("erp-alp", load_sites(path), {"TEST_TRYTON_PASSWORD": "s3cret"})
     assert isinstance(source, TrytonConnectorSource)
     assert source.stream.warehouse_sites == {"WH": "ALP", "DC": "BRK"}
+    assert isinstance(source.stream, TrytonSource)
+    assert source.stream.supplier_lot == "shipment-reference"
     source.close()
+
+
+def test_a_tryton_supplier_lot_from_nowhere_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text(demo_sites_path().read_text() + (
+        '\n[connectors.erp-alp]\nkind = "tryton"\nsite = "ALP"\n[connectors.erp-alp.settings]\n'
+        'url = "http://erp.invalid:8000"\ndatabase = "alpenwerk"\nuser = "lothub"\n'
+        'password = "s3cret"\nsupplier_lot = "lot-attribute"\n'))  # fmt: skip
+    with pytest.raises(
+        ConfigurationError, match="supplier_lot must be one of lot, shipment-reference"
+    ):
+        build_source("erp-alp", load_sites(path), {})
 
 
 class Recorder:
