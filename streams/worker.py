@@ -61,7 +61,7 @@ from streams.integrity import (
     Fact,
     SubjectState,
     Thresholds,
-    by_subject,
+    by_partition,
     conflict_alert,
     count_new,
     decode_facts,
@@ -83,7 +83,7 @@ SINK_BATCH = 500
 SINK_WITHIN_S = 0.1
 #: longest a fetch waits for records (see PromptFetchConsumerThread)
 FETCH_MAX_WAIT_MS = 100
-#: raw records normalized per batch; the batch's facts leave as one message per subject
+#: raw records normalized per batch; its facts leave as one message per partition
 NORMALIZE_BATCH = 500
 NORMALIZE_WITHIN_S = 0.05
 #: facts messages checked per batch
@@ -359,20 +359,22 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         await delivery
         stats.alerts += 1
 
-    async def produce(topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
+    async def produce(
+        topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
         """Queue one record on faust's producer; the result resolves on the broker's ack.
 
         faust's ``Topic.send`` costs several times more per record (channels, futures,
         callbacks); the hot paths need none of it.
         """
-        return await app.producer.send(topic, key, value, None, None, None)
+        return await app.producer.send(topic, key, value, partition, None, None)
 
     @app.agent(raw)
     async def normalize_agent(stream: Any) -> None:
         async for batch in stream.take_events(NORMALIZE_BATCH, within=NORMALIZE_WITHIN_S):
-            # One facts message per subject per batch (a source's 500 events are one
-            # message, not 500), sent straight to the producer: faust's commit flushes it
-            # before the offsets move, so nothing is acknowledged before it is delivered.
+            # One facts message per partition per batch, sent straight to the producer:
+            # faust's commit flushes it before the offsets move, so nothing is acknowledged
+            # before it is delivered.
             facts: list[Fact] = []
             for ev in batch:
                 msg = ev.message
@@ -405,8 +407,9 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 )
                 facts.extend(facts_of(out))
                 stats.normalized += 1
-            for subject, subject_facts in by_subject(facts).items():
-                await produce(topics.integrity_facts, subject.encode(), encode_facts(subject_facts))
+            for partition, part_facts in by_partition(facts).items():
+                await produce(topics.integrity_facts, part_facts[0].subject.encode(),
+                              encode_facts(part_facts), partition)  # fmt: skip
             stats.facts += len(facts)
 
     @app.agent(facts_topic)
@@ -418,7 +421,8 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 msg = ev.message
                 try:
                     facts = decode_facts(msg.value or b"")
-                    incoming.setdefault(msg.key, []).extend(facts)
+                    for f in facts:
+                        incoming.setdefault(f.subject.encode(), []).append(f)
                     count += len(facts)
                 except (ValueError, KeyError, TypeError) as exc:  # not ours: nothing to check
                     log.warning("integrity facts at %s[%s]@%s unreadable: %r", msg.topic,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -15,18 +16,20 @@ from schemas.alerts import AlertState, IntegrityAlert, Rule, alert_id, decode_al
 from schemas.errors import DecodeError, UnmappedValueError
 from schemas.model import LotEventBase
 from schemas.sites import SitesConfig
+from schemas.topics import INTEGRITY_FACTS
 from streams.integrity import (
     Fact,
     FactRole,
     SubjectState,
     Thresholds,
-    by_subject,
+    by_partition,
     conflict_alert,
     decode_facts,
     encode_facts,
     evaluate,
     facts_of,
     late_finding,
+    partition_of,
     step,
     tick,
     unmapped_alert,
@@ -237,10 +240,46 @@ def test_open_alerts_are_a_function_of_the_facts_not_their_order(demo_sites: Sit
 # --------------------------------------------------------------------------- wire formats
 
 
+def test_facts_grouped_by_partition_keep_each_subject_whole_and_in_order(
+    demo_sites: SitesConfig,
+) -> None:
+    facts = [f for e in sc.build().events for f in facts_of(normalize(e, demo_sites))]
+    grouped = by_partition(facts)
+    assert Counter(f for part in grouped.values() for f in part) == Counter(facts)
+    homes: dict[str, set[int]] = {}
+    for partition, part in grouped.items():
+        assert 0 <= partition < INTEGRITY_FACTS.partitions
+        assert part == [f for f in facts if partition_of(f.subject) == partition], "order kept"
+        for f in part:
+            homes.setdefault(f.subject, set()).add(partition)
+    assert all(len(h) == 1 for h in homes.values()), "a subject's facts meet on one partition"
+    assert len(grouped) > 1, "the scenario's subjects spread over several partitions"
+
+
+def test_a_batch_stepped_at_once_ends_with_the_alerts_of_fact_by_fact(
+    demo_sites: SitesConfig,
+) -> None:
+    facts = [f for e in sc.build().events for f in facts_of(normalize(e, demo_sites))]
+    one_by_one: dict[str, SubjectState] = {}
+    for f in facts:
+        step(one_by_one.setdefault(f.subject, SubjectState()), [f], Thresholds(), NOW)
+    batched: dict[str, SubjectState] = {}
+    for part in by_partition(facts).values():
+        subjects: dict[str, list[Fact]] = {}
+        for f in part:
+            subjects.setdefault(f.subject, []).append(f)
+        for subject, subject_facts in subjects.items():
+            step(batched.setdefault(subject, SubjectState()), subject_facts, Thresholds(), NOW)
+    assert {s: sorted(st.open) for s, st in batched.items()} == {
+        s: sorted(st.open) for s, st in one_by_one.items()
+    }
+    assert any(st.open for st in batched.values()), "the scenario raises alerts"
+
+
 def test_facts_and_alerts_round_trip(demo_sites: SitesConfig) -> None:
     events: list[LotEventBase] = [normalize(e, demo_sites) for e in sc.build().events]
     for event in events:
-        for facts in by_subject(facts_of(event)).values():
+        for facts in by_partition(facts_of(event)).values():
             assert decode_facts(encode_facts(facts)) == facts
     alert = unmapped_alert(events[0], UnmappedValueError(site="ALP", kind="unit", value="x",
                                                          hint="h"), NOW)  # fmt: skip
