@@ -581,13 +581,13 @@ async def _lag(app: faust.App) -> int:
 async def _retry(write: Callable[[], T], stats: WorkerStats) -> T:
     """Write to the store, backing off while the database is unavailable; never drops it.
 
-    The write runs in a thread: the database driver releases the GIL while it waits, so
-    the agents keep normalizing and checking on the event loop meanwhile.
+    The write runs on the event loop, not in a thread: a rebalance must not revoke the
+    partitions of a batch halfway through its transaction.
     """
     delay = 0.5
     while True:
         try:
-            return await asyncio.to_thread(write)
+            return write()
         except RetriableError as exc:
             stats.errors.append(str(exc))
             log.warning("genealogy store unavailable, retrying in %.1fs: %s", delay, exc)
