@@ -37,11 +37,13 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, select
 
@@ -129,10 +131,14 @@ _DOC_COLUMNS = [tables.documents.c[name] for name in
 _DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
 #: a lot's site, item code, item description and status
 _Facts = tuple[str, str | None, str | None, str | None]
-#: a link as one end sees it: (sort key, the lot at the other end, the edge); the key is
+#: a link into a lot: (sort key, the edge); the key orders as (parent, child, via) and is
 #: made once, as sorting thousands of edges by three attributes per trace costs more
-_Entry = tuple[str, str, TraceEdge]
+_Entry = tuple[str, TraceEdge]
 _BY_KEY = itemgetter(0)
+_EDGE = itemgetter(1)
+#: the order of a lot's outgoing links: a forward trace lists them by parent lot, so with
+#: each parent's links kept in this order it concatenates them rather than sorting
+_CHILD_VIA = attrgetter("child_lot", "via")
 #: rows read in one catch-up from which the graph is moved out of the collector's way
 _FREEZE_AFTER = 10_000
 #: TraceLot objects kept for reuse at most
@@ -159,13 +165,15 @@ class LinkGraph:
         self._facts: dict[str, _Facts] = {}
         self._voided: set[str] = set()
         self._up: dict[str, list[_Entry]] = {}
-        self._down: dict[str, list[_Entry]] = {}
+        # by parent, each list in _CHILD_VIA order (restored after every catch-up that adds)
+        self._down: dict[str, list[TraceEdge]] = {}
+        self._unsorted: set[str] = set()
         # the lots at the other ends alone: a level is then a few set operations in C
         self._parents: dict[str, list[str]] = {}
         self._children: dict[str, list[str]] = {}
-        # TraceLot objects made, by lot and depth: immutable, so traces share them; a lot's
-        # are dropped when its facts change
-        self._made: dict[str, dict[int, TraceLot]] = {}
+        # TraceLot objects made, by depth and lot: immutable, so traces share them (a walk
+        # picks a level's out of one dict in C); a lot's are dropped when its facts change
+        self._made: dict[int, dict[str, TraceLot]] = {}
         self._made_count = 0
         self._docs: dict[str, list[TraceDocument]] = {}
         self._docs_at = -1
@@ -201,7 +209,7 @@ class LinkGraph:
         """The live links into each of ``lots`` (as of the last catch-up)."""
         with self._lock:
             up = self._up
-            return {lot: [x[2] for x in up[lot]] for lot in lots if lot in up}
+            return {lot: list(map(_EDGE, up[lot])) for lot in lots if lot in up}
 
     def has_lot(self, lot_id: str) -> bool:
         """True if ``lot_id`` is a stored lot (as of the last catch-up)."""
@@ -225,26 +233,23 @@ class LinkGraph:
         lot id are kept, and the links to the others are still listed.
         """
         with self._lock:
-            adjacency = self._up if backward else self._down
+            adjacency: dict[str, list[Any]] = self._up if backward else self._down
             neighbours = self._parents if backward else self._children
             seen = {root}
             levels = [[root]]
-            found: list[_Entry] = []
+            # the lots whose links were followed, and with a window those links
+            expanded: list[str] = []
+            inside: dict[str, list[Any]] = {}
             frontier = [root]
             truncated = False
             while frontier and len(levels) <= max_depth:
-                reach: set[str] = set()
-                for lot in frontier:
-                    out = adjacency.get(lot)
-                    if not out:
-                        continue
-                    if window is None:
-                        found.extend(out)
-                        reach.update(neighbours[lot])
-                    else:
-                        inside = [x for x in out if window[0] <= x[2].occurred_at <= window[1]]
-                        found.extend(inside)
-                        reach.update(x[1] for x in inside)
+                if window is None:
+                    # in C: a Python loop over the lots of a level cost more than the walk
+                    hit = list(filter(adjacency.__contains__, frontier))
+                    reach = set(chain.from_iterable(map(neighbours.__getitem__, hit)))
+                else:
+                    hit, reach = self._within(frontier, backward, window, inside)
+                expanded += hit
                 fresh = sorted(reach - seen)
                 if len(seen) + len(fresh) > max_lots:
                     truncated = True
@@ -254,39 +259,84 @@ class LinkGraph:
                 frontier = fresh
             if frontier and len(levels) > max_depth and not truncated:
                 # stopped at max_depth: say so only if there was more to see
-                truncated = any(
-                    window is None or window[0] <= x[2].occurred_at <= window[1]
-                    for lot in frontier
-                    for x in adjacency.get(lot, ())
+                truncated = bool(self._within(frontier, backward, window, {})[0])
+            lots = self._lots(levels)
+            followed = adjacency if window is None else inside
+            if backward:
+                found: list[_Entry] = list(chain.from_iterable(map(followed.__getitem__, expanded)))
+            else:
+                # each parent's links are in (child, via) order: by parent, they are sorted
+                expanded.sort()
+                edges: list[TraceEdge] = list(
+                    chain.from_iterable(map(followed.__getitem__, expanded))
                 )
-            lots = [
-                made
-                for depth, level in enumerate(levels)
-                for lot_id in level
-                if (made := self._lot(lot_id, depth)) is not None
-            ]
             docs = self._docs
             documents = [d for lot_id in seen if lot_id in docs for d in docs[lot_id]]
         if window is not None:
             documents = [d for d in documents if window[0] <= d.occurred_at <= window[1]]
         documents.sort(key=_DOC_ORDER)
-        found.sort(key=_BY_KEY)
-        return Walk(lots, [x[2] for x in found], documents, truncated)
+        if backward:
+            found.sort(key=_BY_KEY)
+            edges = list(map(_EDGE, found))
+        return Walk(lots, edges, documents, truncated)
 
-    def _lot(self, lot_id: str, depth: int) -> TraceLot | None:
-        made = self._made.get(lot_id)
-        if made is not None:
-            lot = made.get(depth)
-            if lot is not None:
-                return lot
+    def _within(
+        self,
+        frontier: Iterable[str],
+        backward: bool,
+        window: tuple[datetime, datetime] | None,
+        inside: dict[str, list[Any]],
+    ) -> tuple[list[str], set[str]]:
+        """The lots of ``frontier`` with a link inside ``window`` (any link, without one) and
+        the lots at the other ends of those links; each lot's links inside go to ``inside``."""
+        adjacency: dict[str, list[Any]] = self._up if backward else self._down
+        hit: list[str] = []
+        reach: set[str] = set()
+        for lot in frontier:
+            out = adjacency.get(lot)
+            if not out:
+                continue
+            if window is not None:
+                if backward:
+                    out = [x for x in out if window[0] <= x[1].occurred_at <= window[1]]
+                else:
+                    out = [e for e in out if window[0] <= e.occurred_at <= window[1]]
+                if not out:
+                    continue
+            inside[lot] = out
+            hit.append(lot)
+            if backward:
+                reach.update(x[1].parent_lot for x in out)
+            else:
+                reach.update(e.child_lot for e in out)
+        return hit, reach
+
+    def _lots(self, levels: list[list[str]]) -> list[TraceLot]:
+        """The stored lots of ``levels`` as TraceLots, level by level."""
+        lots: list[TraceLot] = []
+        for depth, level in enumerate(levels):
+            made = self._made.get(depth)
+            if made is None:
+                made = self._made[depth] = {}
+            got = list(map(made.get, level))
+            if not all(got):  # some not made yet (or not stored: they stay out)
+                got = [
+                    x or self._make(lot_id, depth, made)
+                    for x, lot_id in zip(got, level, strict=True)
+                ]
+                got = [x for x in got if x is not None]
+            lots += cast(list[TraceLot], got)  # no None left
+        return lots
+
+    def _make(self, lot_id: str, depth: int, made: dict[str, TraceLot]) -> TraceLot | None:
         facts = self._facts.get(lot_id)
         if facts is None:
             return None
         if self._made_count >= _MADE_MAX:  # bound the memory: start again
-            self._made.clear()
+            for by_lot in self._made.values():
+                by_lot.clear()
             self._made_count = 0
-        lot = TraceLot(lot_id, *facts, depth)
-        self._made.setdefault(lot_id, {})[depth] = lot
+        lot = made[lot_id] = TraceLot(lot_id, *facts, depth)
         self._made_count += 1
         return lot
 
@@ -323,6 +373,10 @@ class LinkGraph:
             for row in conn.execute(query):
                 self._add(row)
                 added += 1
+            down = self._down
+            for parent in self._unsorted:
+                down[parent].sort(key=_CHILD_VIA)  # stable: equal keys stay in read order
+            self._unsorted.clear()
             self._links_at = now["writes"]
         if now["writes"] != self._docs_at:
             docs = tables.documents
@@ -347,11 +401,12 @@ class LinkGraph:
             if self._lots_at >= 0:
                 query = query.where(lots.c.seq > self._lots_at)
             share = self._shared.setdefault
+            changed: list[str] = []
             for lot, site, code, description, status in conn.execute(query):
                 self._facts[share(lot, lot)] = (share(site, site), code, description, status)
-                added += 1
-                if self._made:
-                    self._made_count -= len(self._made.pop(lot, ()))
+                changed.append(lot)
+            added += len(changed)
+            self._forget_made(changed)
             self._lots_at = now["writes"]
         return added
 
@@ -378,8 +433,9 @@ class LinkGraph:
             occurred_at=when,
         )
         key = f"{parent}\0{child}\0{via}"  # orders as (parent, child, via): ids hold no NUL
-        self._up.setdefault(child, []).append((key, parent, edge))
-        self._down.setdefault(parent, []).append((key, child, edge))
+        self._up.setdefault(child, []).append((key, edge))
+        self._down.setdefault(parent, []).append(edge)
+        self._unsorted.add(parent)
         self._parents.setdefault(child, []).append(parent)
         self._children.setdefault(parent, []).append(child)
         self._events.append((share(parent_event, parent_event), share(child_event, child_event),
@@ -392,10 +448,27 @@ class LinkGraph:
             return
         self._events = [t for t in self._events if id(t[2]) not in dead]
         for edge in dead.values():
-            for adjacency, others, lot in ((self._up, self._parents, edge.child_lot),
-                                           (self._down, self._children, edge.parent_lot)):  # fmt: skip
-                adjacency[lot] = [x for x in adjacency[lot] if id(x[2]) not in dead]
-                others[lot] = [x[1] for x in adjacency[lot]]
+            # new lists, not changed in place: a walk may still hold the old ones
+            child, parent = edge.child_lot, edge.parent_lot
+            self._up[child] = [x for x in self._up[child] if id(x[1]) not in dead]
+            self._parents[child] = [x[1].parent_lot for x in self._up[child]]
+            self._down[parent] = [e for e in self._down[parent] if id(e) not in dead]
+            self._children[parent] = [e.child_lot for e in self._down[parent]]
+
+    def _forget_made(self, lots: list[str]) -> None:
+        """Drop the TraceLots made of ``lots``, whose facts changed."""
+        caches = [made for made in self._made.values() if made]
+        if not caches:
+            return
+        if len(lots) * len(caches) > self._made_count:  # cheaper to start again
+            for made in caches:
+                made.clear()
+            self._made_count = 0
+            return
+        for lot in lots:
+            for made in caches:
+                if made.pop(lot, None) is not None:
+                    self._made_count -= 1
 
 
 _graphs: weakref.WeakKeyDictionary[GenealogyStore, LinkGraph] = weakref.WeakKeyDictionary()
