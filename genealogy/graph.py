@@ -271,7 +271,13 @@ class LinkGraph:
                     chain.from_iterable(map(followed.__getitem__, expanded))
                 )
             docs = self._docs
-            documents = [d for lot_id in seen if lot_id in docs for d in docs[lot_id]]
+            # in C, from whichever of the two is smaller: most lots have no documents
+            with_docs = (
+                seen.intersection(docs)
+                if len(docs) < len(seen)
+                else filter(docs.__contains__, seen)
+            )
+            documents = list(chain.from_iterable(map(docs.__getitem__, with_docs)))
         if window is not None:
             documents = [d for d in documents if window[0] <= d.occurred_at <= window[1]]
         documents.sort(key=_DOC_ORDER)
