@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, event, select
@@ -116,7 +116,8 @@ class Walk:
     #: the reached lots that are stored (a lot named only by a link may not be), by depth
     #: and then lot id
     lots: list[TraceLot]
-    #: the links followed, by parent lot, child lot and ``via``
+    #: the links followed, by the lot the walk came from (the child lot backward, the
+    #: parent lot forward), then the lot at the other end, then ``via``
     edges: list[TraceEdge]
     #: the documents of the reached lots (inside the window), by time, event and lot
     documents: list[TraceDocument]
@@ -133,13 +134,10 @@ _DOC_COLUMNS = [tables.documents.c[name] for name in
 _DOC_ORDER = attrgetter("occurred_at", "event_id", "lot_id")
 #: a lot's site, item code, item description and status
 _Facts = tuple[str, str | None, str | None, str | None]
-#: a link into a lot: (sort key, the edge); the key orders as (parent, child, via) and is
-#: made once, as sorting thousands of edges by three attributes per trace costs more
-_Entry = tuple[str, TraceEdge]
-_BY_KEY = itemgetter(0)
-_EDGE = itemgetter(1)
-#: the order of a lot's outgoing links: a forward trace lists them by parent lot, so with
-#: each parent's links kept in this order it concatenates them rather than sorting
+#: the order of a lot's links in and out: a walk lists its links by the lot it came from,
+#: so with each lot's kept in this order it concatenates them rather than sorting (a sort
+#: of every link by three keys was half of a backward trace)
+_PARENT_VIA = attrgetter("parent_lot", "via")
 _CHILD_VIA = attrgetter("child_lot", "via")
 #: rows read in one catch-up from which the graph is moved out of the collector's way
 _FREEZE_AFTER = 10_000
@@ -169,10 +167,12 @@ class LinkGraph:
         self._voids_at = -1
         self._facts: dict[str, _Facts] = {}
         self._voided: set[str] = set()
-        self._up: dict[str, list[_Entry]] = {}
-        # by parent, each list in _CHILD_VIA order (restored after every catch-up that adds)
+        # by child in _PARENT_VIA order and by parent in _CHILD_VIA order (restored after
+        # every catch-up that adds links)
+        self._up: dict[str, list[TraceEdge]] = {}
         self._down: dict[str, list[TraceEdge]] = {}
-        self._unsorted: set[str] = set()
+        self._unsorted_up: set[str] = set()
+        self._unsorted_down: set[str] = set()
         # the lots at the other ends alone: a level is then a few set operations in C
         self._parents: dict[str, list[str]] = {}
         self._children: dict[str, list[str]] = {}
@@ -214,7 +214,7 @@ class LinkGraph:
         """The live links into each of ``lots`` (as of the last catch-up)."""
         with self._lock:
             up = self._up
-            return {lot: list(map(_EDGE, up[lot])) for lot in lots if lot in up}
+            return {lot: list(up[lot]) for lot in lots if lot in up}
 
     def refresh(self, engine: Engine) -> None:
         """Catch up with the store of ``engine``, as :meth:`catch_up`, for a trace.
@@ -288,13 +288,13 @@ class LinkGraph:
         lot id are kept, and the links to the others are still listed.
         """
         with self._lock:
-            adjacency: dict[str, list[Any]] = self._up if backward else self._down
+            adjacency = self._up if backward else self._down
             neighbours = self._parents if backward else self._children
             seen = {root}
             levels = [[root]]
             # the lots whose links were followed, and with a window those links
             expanded: list[str] = []
-            inside: dict[str, list[Any]] = {}
+            inside: dict[str, list[TraceEdge]] = {}
             frontier = [root]
             truncated = False
             while frontier and len(levels) <= max_depth:
@@ -316,15 +316,10 @@ class LinkGraph:
                 # stopped at max_depth: say so only if there was more to see
                 truncated = bool(self._within(frontier, backward, window, {})[0])
             lots = self._lots(levels)
+            # each lot's links are in (other end, via) order: by lot, they are all in order
+            expanded.sort()
             followed = adjacency if window is None else inside
-            if backward:
-                found: list[_Entry] = list(chain.from_iterable(map(followed.__getitem__, expanded)))
-            else:
-                # each parent's links are in (child, via) order: by parent, they are sorted
-                expanded.sort()
-                edges: list[TraceEdge] = list(
-                    chain.from_iterable(map(followed.__getitem__, expanded))
-                )
+            edges = list(chain.from_iterable(map(followed.__getitem__, expanded)))
             docs = self._docs
             # in C, from whichever of the two is smaller: most lots have no documents
             with_docs = (
@@ -336,9 +331,6 @@ class LinkGraph:
         if window is not None:
             documents = [d for d in documents if window[0] <= d.occurred_at <= window[1]]
         documents.sort(key=_DOC_ORDER)
-        if backward:
-            found.sort(key=_BY_KEY)
-            edges = list(map(_EDGE, found))
         return Walk(lots, edges, documents, truncated)
 
     def _within(
@@ -346,11 +338,11 @@ class LinkGraph:
         frontier: Iterable[str],
         backward: bool,
         window: tuple[datetime, datetime] | None,
-        inside: dict[str, list[Any]],
+        inside: dict[str, list[TraceEdge]],
     ) -> tuple[list[str], set[str]]:
         """The lots of ``frontier`` with a link inside ``window`` (any link, without one) and
         the lots at the other ends of those links; each lot's links inside go to ``inside``."""
-        adjacency: dict[str, list[Any]] = self._up if backward else self._down
+        adjacency = self._up if backward else self._down
         hit: list[str] = []
         reach: set[str] = set()
         for lot in frontier:
@@ -358,16 +350,13 @@ class LinkGraph:
             if not out:
                 continue
             if window is not None:
-                if backward:
-                    out = [x for x in out if window[0] <= x[1].occurred_at <= window[1]]
-                else:
-                    out = [e for e in out if window[0] <= e.occurred_at <= window[1]]
+                out = [e for e in out if window[0] <= e.occurred_at <= window[1]]
                 if not out:
                     continue
             inside[lot] = out
             hit.append(lot)
             if backward:
-                reach.update(x[1].parent_lot for x in out)
+                reach.update(e.parent_lot for e in out)
             else:
                 reach.update(e.child_lot for e in out)
         return hit, reach
@@ -434,10 +423,12 @@ class LinkGraph:
             for row in conn.execute(query):
                 self._add(row)
                 added += 1
-            down = self._down
-            for parent in self._unsorted:
-                down[parent].sort(key=_CHILD_VIA)  # stable: equal keys stay in read order
-            self._unsorted.clear()
+            # stable: links with equal keys stay in read order
+            for adjacency, unsorted, key in ((self._up, self._unsorted_up, _PARENT_VIA),
+                                             (self._down, self._unsorted_down, _CHILD_VIA)):  # fmt: skip
+                for lot in unsorted:
+                    adjacency[lot].sort(key=key)
+                unsorted.clear()
             self._links_at = now["writes"]
         if now["writes"] != self._docs_at:
             docs = tables.documents
@@ -493,10 +484,10 @@ class LinkGraph:
             unit_produced=share(unit_produced, unit_produced),
             occurred_at=when,
         )
-        key = f"{parent}\0{child}\0{via}"  # orders as (parent, child, via): ids hold no NUL
-        self._up.setdefault(child, []).append((key, edge))
+        self._up.setdefault(child, []).append(edge)
         self._down.setdefault(parent, []).append(edge)
-        self._unsorted.add(parent)
+        self._unsorted_up.add(child)
+        self._unsorted_down.add(parent)
         self._parents.setdefault(child, []).append(parent)
         self._children.setdefault(parent, []).append(child)
         self._events.append((share(parent_event, parent_event), share(child_event, child_event),
@@ -511,8 +502,8 @@ class LinkGraph:
         for edge in dead.values():
             # new lists, not changed in place: a walk may still hold the old ones
             child, parent = edge.child_lot, edge.parent_lot
-            self._up[child] = [x for x in self._up[child] if id(x[1]) not in dead]
-            self._parents[child] = [x[1].parent_lot for x in self._up[child]]
+            self._up[child] = [e for e in self._up[child] if id(e) not in dead]
+            self._parents[child] = [e.parent_lot for e in self._up[child]]
             self._down[parent] = [e for e in self._down[parent] if id(e) not in dead]
             self._children[parent] = [e.child_lot for e in self._down[parent]]
 
