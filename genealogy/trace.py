@@ -168,10 +168,9 @@ def trace(
     if not 1 <= max_lots <= MAX_LOTS:
         raise ValueError(f"max_lots must be between 1 and {MAX_LOTS}")
     graph = graph_of(store)
-    with store.engine.connect() as conn:
-        graph.catch_up(conn)
-        # a lot id the graph knows needs no query; an alias does
-        root = lot_id if graph.has_lot(lot_id) else _resolve(conn, lot_id)
+    graph.refresh(store.engine)
+    # a lot id the graph knows needs no query; an alias does
+    root = lot_id if graph.has_lot(lot_id) else resolve_lot(store, lot_id)
     walk = graph.walk(
         root, backward=direction is Direction.BACKWARD, max_depth=max_depth,
         max_lots=max_lots, window=window,

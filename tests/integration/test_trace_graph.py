@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select, text, update
 
 from genealogy import tables
 from genealogy.graph import TraceEdge
@@ -294,3 +294,23 @@ def test_writers_take_turns_so_stamps_become_visible_in_order(
     with store.engine.connect() as conn:
         stamps = set(conn.execute(select(links.c.seq)).scalars())
     assert stamps == {first + 1}
+
+
+def test_a_trace_answers_when_the_graphs_clock_connection_was_cut(
+    postgres_url: str, store_factory: Callable[[str], GenealogyStore]
+) -> None:
+    # on PostgreSQL the graph reads the clock on a connection of its own; a server restart
+    # or an idle timeout cuts it, and the next trace must still see what was committed
+    api, worker = store_factory(postgres_url), store_factory(postgres_url)
+    api.apply([_blend("ALP:K1", "ALP:K2", DAY)])
+    assert [x.lot_id for x in trace(api, "ALP:K1", Direction.FORWARD).lots] == ["ALP:K1", "ALP:K2"]
+    with worker.engine.connect() as conn:
+        cut = conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND query = 'SELECT name, value FROM genealogy_clock'"
+        )).scalars().all()  # fmt: skip
+    assert cut == [True], "the graph's clock connection was found and cut"
+    worker.apply([_blend("ALP:K2", "ALP:K3", DAY + timedelta(hours=1))])
+    for _ in range(2):  # the first after the cut, then one on the connection made again
+        assert [x.lot_id for x in trace(api, "ALP:K1", Direction.FORWARD).lots] == [
+            "ALP:K1", "ALP:K2", "ALP:K3"]  # fmt: skip

@@ -179,7 +179,7 @@ export async function renderGenealogy(section, ctx, lotArg, params, signal) {
       h("td", {}, l.redacted ? "" : l.site), h("td", {}, l.item_description || l.item_code || ""),
       h("td", {}, l.redacted ? "" : statusPill(l.status)), h("td", { class: "num" }, l.depth),
       h("td", {}, (state.alerts.get(l.lot_id) || []).length || "")));
-    const linkRows = edgePairs(new Set(trace.lots.map((l) => l.lot_id)), trace.edges).flatMap((pair) => pair.links.map((e) => h("tr", { dataset: { parent: e.parent_lot, child: e.child_lot } },
+    const linkRows = edgePairs(new Set(trace.lots.map((l) => l.lot_id)), trace.edges).sort(byEnds).flatMap((pair) => pair.links.map((e) => h("tr", { dataset: { parent: e.parent_lot, child: e.child_lot } },
       h("td", {}, e.parent_lot), h("td", {}, e.child_lot), h("td", {}, e.kind), h("td", {}, e.via || ""),
       h("td", { class: "num qty-used" }, qty(e.quantity_used)), h("td", { class: "num" }, qty(e.quantity_produced)), h("td", {}, when(e.occurred_at)))));
     const docRows = trace.documents.map((d) => h("tr", {},
@@ -233,6 +233,11 @@ export async function renderGenealogy(section, ctx, lotArg, params, signal) {
   show();
   const onResize = () => { if (state.view === "graph") panzoom.fit(); };
   window.addEventListener("resize", onResize, { signal });
+}
+
+/** Link pairs by parent lot, then child lot: the API lists a backward trace's links by child. */
+function byEnds(a, b) {
+  return a.parent < b.parent ? -1 : a.parent > b.parent ? 1 : a.child < b.child ? -1 : a.child > b.child ? 1 : 0;
 }
 
 function fileSafe(text) {
