@@ -4,8 +4,19 @@
 into the store; the worker is killed with ``kill -9`` at seeded random points and
 restarted each time. Afterwards the store holds every event sent exactly once and the
 genealogy is the one a clean single pass builds. Set ``LOTHUB_TEST_SEED`` to replay a
-failing run (the seed is printed). ``tests.helpers.duplicated`` checks a table for rows
-repeated under a key, for the integrity alerts once their uniqueness rule is settled.
+failing run (the seed is printed).
+
+The load has faults (``plant_load(faults=True)``: holds ignored, receipts lost, batches
+over-reported), so it raises about 60 alerts, and **no alert is duplicated**, which
+means: the open alerts, as findings (rule, subject, lots, evidence and details), are
+exactly those of a clean single pass of the rules over the same events
+(:func:`tests.helpers.clean_pass_alerts`), and no finding is open under two ids. A
+restart reads facts again and the facts topic interleaves partitions differently, so
+the kill run may also store alerts it opened on partial facts (a batch whose inputs had
+not all arrived) and withdrew when the rest came: those are WITHDRAWN, never open twice.
+The late-event rule judges arrival order, which the raw topic's six partitions do not
+keep, so its horizon is set beyond the load's span here; re-delivered events are not
+judged again (tests/unit/test_integrity_rules.py), so a restart adds none.
 """
 
 from __future__ import annotations
@@ -15,8 +26,10 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from subprocess import Popen
 
+import pytest
 from sqlalchemy import select
 
 from connectors.publisher import KafkaPublisher
@@ -27,13 +40,33 @@ from lothub.runtime import ensure_topics
 from lothub.settings import Settings
 from schemas.serde import make_serde
 from schemas.sites import SitesConfig
+from streams.integrity import Thresholds
 from tests.conftest import wait_for
-from tests.helpers import GENEALOGY_TABLES, normalized, snapshot_tables
+from tests.helpers import (
+    GENEALOGY_TABLES,
+    clean_pass_alerts,
+    duplicated,
+    normalized,
+    open_alert_keys,
+    snapshot_tables,
+)
 
 EVENTS = 20_000
 KILLS = 5
-#: Tables compared with the clean run; add a table here (e.g. "alerts") to cover it too.
+#: Tables compared with the clean run (the alerts are compared as findings, below).
 COMPARED_TABLES = [t.name for t in GENEALOGY_TABLES]
+#: The systems plant_load numbers densely, checked for sequence gaps.
+DENSE_SOURCES = frozenset({"erp-alp", "lims-alp", "mes-alp", "erp-brk"})
+#: Short grace and tick, so the gaps of the lost receipts open soon after the last event.
+GAP_S, TICK_S = 15, 2
+THRESHOLDS = Thresholds(
+    late_horizon=timedelta(days=365),
+    # the load's transfers shipped months ago by event time: only the order of a receipt
+    # and a timer tick would decide whether one is overdue on its way
+    transfer_sla=timedelta(days=3650),
+    dense_sources=DENSE_SOURCES,
+    sequence_gap_after=timedelta(seconds=GAP_S),
+)
 #: The lowest the settings allow in practice: each restart waits for the dead member's
 #: session to expire before the group rebalances onto the new worker.
 SESSION_TIMEOUT_S = 1.0
@@ -51,7 +84,16 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     store_factory: Callable[[str], GenealogyStore],
     start_worker: Callable[[Settings], Popen[bytes]],
     demo_sites: SitesConfig,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name, value in {
+        "LOTHUB_INTEGRITY_DENSE_SOURCES": ",".join(sorted(DENSE_SOURCES)),
+        "LOTHUB_INTEGRITY_SEQUENCE_GAP_S": str(GAP_S),
+        "LOTHUB_INTEGRITY_TICK_S": str(TICK_S),
+        "LOTHUB_INTEGRITY_LATE_HORIZON_S": str(THRESHOLDS.late_horizon.total_seconds()),
+        "LOTHUB_INTEGRITY_TRANSFER_SLA_H": str(THRESHOLDS.transfer_sla.total_seconds() / 3600),
+    }.items():
+        monkeypatch.setenv(name, value)  # the worker children read them
     seed = int(os.environ.get("LOTHUB_TEST_SEED", time.time_ns() % 1_000_000))
     print(f"kill test seed: {seed} (LOTHUB_TEST_SEED={seed} replays it)")
     rnd = random.Random(seed)
@@ -61,7 +103,7 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     )
     ensure_topics(settings)
     store = store_factory(postgres_url)
-    events = plant_load(demo_sites, EVENTS, seed=seed)
+    events = plant_load(demo_sites, EVENTS, seed=seed, faults=True)
     sent = {e.envelope.event_id for e in events}
     assert len(sent) == EVENTS
     publisher = KafkaPublisher(settings.producer_config(), make_serde(), settings.topics.raw)
@@ -92,4 +134,13 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     clean = store_factory(f"sqlite:///{settings.data_dir / 'clean.db'}")
     clean.apply(normalized(events, demo_sites))
     assert snapshot_tables(store, COMPARED_TABLES) == snapshot_tables(clean, COMPARED_TABLES)
+
+    expected = clean_pass_alerts(events, demo_sites, THRESHOLDS, datetime.now(UTC))
+    rules = {rule for rule, *_ in expected}
+    assert rules >= {"hold-violation", "orphan-lot", "mass-balance", "sequence-gap"}, rules
+    wait_for(lambda: open_alert_keys(store) == expected, 60,
+             f"the {len(expected)} open alerts of a clean pass, no more, no fewer",
+             fail_if=lambda: last.poll() is not None)  # fmt: skip
+    assert duplicated(store, "integrity_alerts", ["rule", "subject", "details"],
+                      where={"state": "OPEN"}) == [], "one finding, one open alert"  # fmt: skip
     assert last.poll() is None, "the last worker is still running"
