@@ -176,10 +176,25 @@ class Source(ABC, Generic[P]):
     """
 
     system_kind: ClassVar[SystemKind]
+    #: True if the events are numbered 1, 2, 3... by :meth:`take_sequence`: the connector
+    #: keeps the next number with the checkpoint, so the stream can tell a lost event
+    numbers_densely: ClassVar[bool] = False
 
     def __init__(self, *, name: str, site: str) -> None:
         self.name = name
         self.site = site
+        #: the number :meth:`take_sequence` gives next (the connector restores it)
+        self.next_sequence = 1
+
+    def take_sequence(self) -> int:
+        """The ``envelope.sequence`` of the next event of a densely numbering source.
+
+        Numbers follow the read order from the checkpoint, so a batch read again after
+        a crash gets the same numbers and its events stay byte-identical.
+        """
+        n = self.next_sequence
+        self.next_sequence = n + 1
+        return n
 
     @abstractmethod
     def read(self, after: P | None, limit: int) -> Sequence[SourceRecord[P]]:
@@ -288,10 +303,12 @@ class Connector(Generic[P]):
         self.checkpoint_every_s = checkpoint_every_s
         #: where the position is stored: the source's name, or e.g. a backfill's own key
         self.checkpoint_key = checkpoint_key or source.name
-        self._in_flight: deque[tuple[SourceRecord[P], int, Delivery]] = deque()
+        # each batch in flight: last record, events, delivery, next sequence number after it
+        self._in_flight: deque[tuple[SourceRecord[P], int, Delivery, int]] = deque()
         self._unacked = 0  # events of the batches in flight
         self._next: P | None = None  # read position of the batches in flight
         self._acked: SourceRecord[P] | None = None  # acknowledged, checkpoint not yet stored
+        self._acked_sequence = 1  # the next sequence number after ``_acked``
         self._saved_at = self._reported_at = float("-inf")  # time.monotonic() of the last save
 
     def position(self) -> P | None:
@@ -305,7 +322,11 @@ class Connector(Generic[P]):
         Up to ``max_in_flight_events`` events are sent before waiting for the oldest
         batch's acknowledgements, so reading and mapping overlap with delivery.
         """
-        after = self._next if self._next is not None else self.position()
+        after = self._next
+        if after is None:  # (re)start from the stored checkpoint, numbering included
+            after = self.position()
+            stored = self.checkpoints.load_sequence(self.checkpoint_key)
+            self.source.next_sequence = 1 if stored is None else stored
         records = self.source.read(after, self.batch_size)
         if not records:
             self.drain()
@@ -316,13 +337,16 @@ class Connector(Generic[P]):
         events: list[LotEventBase] = []
         dead = 0
         for record in records:
+            numbered = self.source.next_sequence
             try:
                 events.extend(self.source.to_events(record))
             except DataError as exc:
                 dead += 1
+                self.source.next_sequence = numbered  # a record not sent takes no number
                 self._dead_letter(record, exc)
             except PydanticValidationError as exc:  # a value the lot model refuses
                 dead += 1
+                self.source.next_sequence = numbered
                 reason = (
                     f"{record.record_kind} record {record.record_key} breaks the lot model: {exc}"
                 )
@@ -331,7 +355,9 @@ class Connector(Generic[P]):
             self.dead_letters.flush()  # a dead letter is a delivery too: never lose one
             RECORDS_DEAD_LETTERED.labels(*self._labels).inc(dead)
             self.status.dead_lettered += dead
-        self._in_flight.append((records[-1], len(events), self.publisher.send(events)))
+        self._in_flight.append(
+            (records[-1], len(events), self.publisher.send(events), self.source.next_sequence)
+        )
         self._unacked += len(events)
         self._next = records[-1].position
         self._advance(wait=self._unacked > self.max_in_flight_events)
@@ -366,12 +392,12 @@ class Connector(Generic[P]):
         count = 0
         failed: Delivery | None = None
         while self._in_flight and self._in_flight[0][2].done:
-            last, events, delivery = self._in_flight.popleft()
+            last, events, delivery, numbered = self._in_flight.popleft()
             self._unacked -= events
             if delivery.errors:
                 failed = delivery
                 break
-            done, count = last, count + events
+            done, count, self._acked_sequence = last, count + events, numbered
         if done is not None:
             self._acked = done
             EVENTS_PUBLISHED.labels(*self._labels).inc(count)
@@ -382,7 +408,11 @@ class Connector(Generic[P]):
             store or failed is not None or now - self._saved_at >= self.checkpoint_every_s
         ):
             # one write for every batch acknowledged since the last: the newest covers all
-            self.checkpoints.save(self.checkpoint_key, self._acked.position.to_json())
+            self.checkpoints.save(
+                self.checkpoint_key,
+                self._acked.position.to_json(),
+                self._acked_sequence if self.source.numbers_densely else None,
+            )
             self._acked, self._saved_at = None, now
         if failed is not None:
             self._forget_in_flight()
@@ -396,6 +426,7 @@ class Connector(Generic[P]):
         self._in_flight.clear()
         self._unacked = 0
         self._next = None if self._acked is None else self._acked.position
+        self.source.next_sequence = self._acked_sequence  # unused if re-read from the store
 
     def _succeeded(self, last: SourceRecord[P] | None) -> None:
         now = datetime.now(UTC)

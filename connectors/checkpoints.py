@@ -6,8 +6,9 @@ migration lives with the hub's others so one ``lothub db upgrade`` creates it.
 Example::
 
     checkpoints = CheckpointStore.connect(settings.store_url)
-    checkpoints.save("wms-alp", cursor.to_json())
+    checkpoints.save("wms-alp", cursor.to_json(), next_sequence=1201)
     checkpoints.load("wms-alp")
+    checkpoints.load_sequence("wms-alp")
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Engine,
@@ -38,6 +40,8 @@ connector_checkpoints = Table(
     Column("position", Text, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("status", Text, nullable=True),
+    #: the sequence number of the first event after ``position`` (densely numbering sources)
+    Column("next_sequence", BigInteger, nullable=True),
 )
 
 
@@ -71,10 +75,30 @@ class CheckpointStore:
             ) from exc
         return None if row is None or row.position is None else str(row.position)
 
-    def save(self, connector: str, position: str) -> None:
-        """Store ``position`` for ``connector`` (call only after the broker acknowledged)."""
+    def load_sequence(self, connector: str) -> int | None:
+        """The sequence number the event after the stored position gets, or None."""
+        try:
+            with self.engine.connect() as conn:
+                value = conn.execute(
+                    select(connector_checkpoints.c.next_sequence).where(
+                        connector_checkpoints.c.connector == connector
+                    )
+                ).scalar()
+        except SQLAlchemyError as exc:
+            raise CheckpointUnavailableError(
+                f"cannot read checkpoint of {connector}: {exc}"
+            ) from exc
+        return None if value is None else int(value)
+
+    def save(self, connector: str, position: str, next_sequence: int | None = None) -> None:
+        """Store ``position`` for ``connector`` (call only after the broker acknowledged).
+
+        ``next_sequence`` is the number of the first event after ``position``, for a
+        source that numbers its events densely (None for the others).
+        """
         self._upsert({"connector": connector, "position": position,
-                      "updated_at": datetime.now(UTC)}, ("position", "updated_at"))  # fmt: skip
+                      "next_sequence": next_sequence, "updated_at": datetime.now(UTC)},
+                     ("position", "next_sequence", "updated_at"))  # fmt: skip
 
     def _upsert(self, row: dict[str, object], columns: tuple[str, ...]) -> None:
         try:

@@ -21,6 +21,9 @@ logical name -> CSV header or JSON key):
 Each row gives a :class:`QcResultRecorded`; with ``sampled_at``, a
 :class:`QcSampleTaken` (one per sample: every row of the sample yields the same
 event, which the hub stores once); with a disposition, a :class:`LotStatusChanged`.
+Results and dispositions are numbered densely in read order (``envelope.sequence``
+1, 2, 3..., kept with the checkpoint); a sample event keeps number 0, "not
+numbered", because every row of its sample must yield it byte for byte.
 
 CSV files are read in name order, line by line; the position is ``(file, line)``,
 so a file that grows is picked up where it was left. Encoding, delimiter, decimal
@@ -38,8 +41,9 @@ Example::
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -89,12 +93,13 @@ class LimsMapping:
 class LimsRowMapper:
     """Turns one LIMS row (a dict keyed by the LIMS's field names) into raw lot events."""
 
-    def __init__(self, mapping: LimsMapping) -> None:
+    def __init__(self, mapping: LimsMapping, numbers: Callable[[], int] | None = None) -> None:
         unknown = sorted(set(mapping.fields) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
         if unknown:
             raise EventValidationError(f"unknown LIMS field names {unknown}")
         self.mapping = mapping
-        self._sequence = 0
+        #: gives the next sequence number: the source's, restored with its checkpoint
+        self._number = numbers or itertools.count(1).__next__
         self._keys = {f: mapping.key(f) for f in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)}
         # the same for every row: validated once
         self._source = EventSource(
@@ -154,7 +159,6 @@ class LimsRowMapper:
             self._req(row, "test"),
         )
         tested_at = self._time(self._req(row, "tested_at"), "tested_at")
-        self._sequence += 1
         source = self._source
 
         def envelope(event_type: str, key: str, at: datetime, sequence: int) -> Envelope:
@@ -175,7 +179,7 @@ class LimsRowMapper:
                 sample_id=sample, lot=lot, location=self._lab,
             ))  # fmt: skip
         out.append(QcResultRecorded(
-            envelope=envelope("QcResultRecorded", f"{sample}\x1f{test}", tested_at, self._sequence),
+            envelope=envelope("QcResultRecorded", f"{sample}\x1f{test}", tested_at, self._number()),
             sample_id=sample, lot=lot, test_code=test, result=result,
             numeric_result=self._decimal(result, "result"), result_unit=self._get(row, "unit"),
             spec_min=self._decimal(self._get(row, "spec_min"), "spec_min"),
@@ -186,7 +190,7 @@ class LimsRowMapper:
         if disposition is not None:
             out.append(LotStatusChanged(
                 envelope=envelope(
-                    "LotStatusChanged", f"{sample}\x1f{disposition}", tested_at, self._sequence
+                    "LotStatusChanged", f"{sample}\x1f{disposition}", tested_at, self._number()
                 ),
                 lot=lot, status=disposition, reason_code=f"LIMS:{sample}",
                 actor=self._get(row, "approver") or m.system_instance,
@@ -216,6 +220,7 @@ class LimsCsvSource(Source[FilePosition]):
     """QC results from CSV exports dropped into a folder."""
 
     system_kind = SystemKind.LIMS
+    numbers_densely = True
 
     def __init__(self, *, name: str, folder: Path, mapping: LimsMapping, pattern: str = "*.csv",
                  encoding: str = "utf-8", delimiter: str = ",") -> None:  # fmt: skip
@@ -224,7 +229,7 @@ class LimsCsvSource(Source[FilePosition]):
         self.pattern = pattern
         self.encoding = encoding
         self.delimiter = delimiter
-        self.mapper = LimsRowMapper(mapping)
+        self.mapper = LimsRowMapper(mapping, self.take_sequence)
         self._split_file: tuple[bytes, list[bytes]] | None = None
 
     def read(self, after: FilePosition | None, limit: int) -> Sequence[SourceRecord[FilePosition]]:
@@ -316,6 +321,7 @@ class LimsRestSource(Source[Cursor]):
     """
 
     system_kind = SystemKind.LIMS
+    numbers_densely = True
 
     def __init__(self, *, name: str, url: str, mapping: LimsMapping, token: str | None = None,
                  transport: httpx.BaseTransport | None = None, id_field: str = "id",
@@ -326,7 +332,7 @@ class LimsRestSource(Source[Cursor]):
         self.url = url
         self.id_field = id_field
         self.updated_field = updated_field
-        self.mapper = LimsRowMapper(mapping)
+        self.mapper = LimsRowMapper(mapping, self.take_sequence)
 
     def read(self, after: Cursor | None, limit: int) -> Sequence[SourceRecord[Cursor]]:
         """The next page of results strictly after ``after``."""

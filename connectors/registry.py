@@ -161,6 +161,10 @@ KINDS: dict[str, Factory] = {
     "lims-rest": _lims_rest,
     "tryton": _tryton,
 }
+#: kinds whose sources number their events 1, 2, 3... durably (``Source.numbers_densely``):
+#: the stream checks them for sequence gaps. Tryton numbers by record id, B2MML and EPCIS
+#: by position in a message, so their gaps mean nothing.
+DENSE_KINDS = frozenset({"wms-sql", "lims-csv", "lims-rest"})
 
 
 def _transformation_kind(name: str, value: Any) -> TransformationKind:

@@ -781,9 +781,14 @@ def warehouse_moves(
 
 #: events one :func:`plant_load` production chain sends
 CHAIN_EVENTS = 13
+#: with ``faults``, the chains (of every hundred) where the LIMS puts a lot on hold instead of
+#: releasing it, the ERP loses a receipt, and the MES reports twice the output
+FAULT_HOLD, FAULT_LOST_RECEIPT, FAULT_MASS = 37, 61, 83
 
 
-def plant_load(sites: SitesConfig, count: int, *, seed: int = 0) -> list[LotEventBase]:
+def plant_load(
+    sites: SitesConfig, count: int, *, seed: int = 0, faults: bool = False
+) -> list[LotEventBase]:
     """``count`` raw events from many independent production chains: load for tests and benchmarks.
 
     Each chain is what the demo scenario does, in small: three supplier receipts at ALP
@@ -791,6 +796,11 @@ def plant_load(sites: SitesConfig, count: int, *, seed: int = 0) -> list[LotEven
     transferred to BRK, relabelled there in pounds and shipped to a customer. Every chain
     has its own lots (about 4,000 lots per 10,000 events); ``seed`` varies the quantities.
     The list is cut after ``count`` events, so the last chain may be incomplete.
+
+    With ``faults``, three chains in every hundred go wrong (see :data:`FAULT_HOLD`): a
+    lot consumed while on hold (hold-violation), a receipt the ERP numbered but never
+    sent (orphan-lot, and a sequence-gap where ``erp-alp`` is checked for them) and a
+    batch that puts out twice what went in (mass-balance).
     """
     rnd = random.Random(seed)  # noqa: S311 - test data, not secrets
     erp = _Source(sites, "ALP", SystemKind.ERP, "erp-alp")
@@ -817,25 +827,32 @@ def plant_load(sites: SitesConfig, count: int, *, seed: int = 0) -> list[LotEven
         made = sum(used, Decimal(0))
         t = day + timedelta(minutes=chain % 60)
         batch_doc = DocumentRef(doc_type="BATCH_RECORD", number=f"B-{tag}")
+        fault = chain % 100 if faults else -1
         for k, code in enumerate(codes[:3]):
-            events.append(LotReceived(
+            receipt = LotReceived(
                 envelope=erp.envelope("LotReceived", f"PO-{tag}/{code}", t), lot=code,
                 item=raw_item, quantity=_q(str(kgs[k]), "kg"), supplier=supplier,
                 supplier_lot=f"AD-{tag}-{k}", receiving_location=wh, ship_from=wh,
-                reference_document=DocumentRef(doc_type="PO", number=f"PO-{tag}")))  # fmt: skip
-        for code in codes[:3]:
+                reference_document=DocumentRef(doc_type="PO", number=f"PO-{tag}"))  # fmt: skip
+            if not (fault == FAULT_LOST_RECEIPT and k == 2):
+                events.append(receipt)
+        for k, code in enumerate(codes[:3]):
+            status = "S" if fault == FAULT_HOLD and k == 0 else "F"
             events.append(LotStatusChanged(
-                envelope=lims.envelope("LotStatusChanged", f"{code}/F", t + timedelta(hours=2)),
-                lot=code, status="F", reason_code="QC-PASS", actor="qa.brunner"))  # fmt: skip
+                envelope=lims.envelope("LotStatusChanged", f"{code}/{status}",
+                                       t + timedelta(hours=2)),
+                lot=code, status=status, reason_code="QC-PASS" if status == "F" else "QC-HOLD",
+                actor="qa.brunner"))  # fmt: skip
         for k, code in enumerate(codes[:3]):
             events.append(MaterialConsumed(
                 envelope=mes.envelope("MaterialConsumed", f"B-{tag}/{code}", t + timedelta(hours=3)),
                 batch_id=f"B-{tag}", kind=TransformationKind.BLEND, location=mix, lot=code,
                 item=raw_item, quantity=_q(str(used[k]), "kg"), reference_document=batch_doc))  # fmt: skip
+        reported = made * 2 if fault == FAULT_MASS else made
         events.append(MaterialProduced(
             envelope=mes.envelope("MaterialProduced", f"B-{tag}/out", t + timedelta(hours=4)),
             batch_id=f"B-{tag}", kind=TransformationKind.BLEND, location=mix, lot=codes[3],
-            item=base, quantity=_q(str(made), "kg"), reference_document=batch_doc))  # fmt: skip
+            item=base, quantity=_q(str(reported), "kg"), reference_document=batch_doc))  # fmt: skip
         transfer = DocumentRef(doc_type="TRANSFER_ORDER", number=f"TO-{tag}")
         events.append(TransferShipped(
             envelope=erp.envelope("TransferShipped", f"TO-{tag}/ship", t + timedelta(hours=5)),

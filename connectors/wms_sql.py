@@ -19,7 +19,9 @@ Transaction types and the events they become:
 ==============  ==========================================================
 
 Every row with a licence plate also links it to the lot (:class:`LotAliasLinked`).
-Plant-local timestamps are made aware with the site's configured zone.
+Plant-local timestamps are made aware with the site's configured zone. Events are
+numbered densely in read order (``envelope.sequence`` 1, 2, 3..., kept with the
+checkpoint; a dead-lettered row takes no number), so the stream can tell a lost one.
 
 Example::
 
@@ -158,6 +160,7 @@ class WmsSqlSource(Source[Cursor]):
     """Reads the WMS transactions table; one long-lived engine per connector."""
 
     system_kind = SystemKind.WMS
+    numbers_densely = True
 
     def __init__(self, config: WmsSqlConfig, engine: Engine | None = None) -> None:
         super().__init__(name=config.name, site=config.site_code)
@@ -174,7 +177,6 @@ class WmsSqlSource(Source[Cursor]):
                                    site=self.site)  # fmt: skip
         self.engine = engine or create_engine(config.url, pool_pre_ping=True)
         self._table: Table | None = None
-        self._sequence = 0
 
     def _reflect(self) -> Table:
         if self._table is None:
@@ -249,19 +251,17 @@ class WmsSqlSource(Source[Cursor]):
         if not isinstance(updated, datetime):  # a WMS that keeps its timestamps as text
             updated = datetime.fromisoformat(get.text("updated_at"))
         occurred = self.config.site.localize(updated)
-        self._sequence += 1
         envelope_base: dict[str, Any] = {
             "source": self._source,
             "occurred_at": occurred,
             "recorded_at": occurred,
-            "sequence": self._sequence,
             "correlation_id": get.optional("document"),
         }  # fmt: skip
 
         def envelope(event_type: str, kind: str = "txn", key: str = record.record_key) -> Envelope:
             return Envelope(
                 event_id=stable_event_id(self.name, kind, key), event_type=event_type,
-                **envelope_base,
+                sequence=self.take_sequence(), **envelope_base,
             )  # fmt: skip
 
         code = get.text("item_code")

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     integrity_transfer_sla_h: float = Field(default=72.0, gt=0)
     #: integrity: how often the clock-driven rules are checked
     integrity_tick_s: float = Field(default=60.0, gt=0)
+    #: integrity: system instances, besides the connectors that number their events densely,
+    #: whose events are numbered 1, 2, 3... (comma-separated): a skipped number is a gap
+    integrity_dense_sources: str = ""
+    #: integrity: a skipped sequence number still missing this long is a sequence-gap alert
+    integrity_sequence_gap_s: float = Field(default=300.0, gt=0)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -98,6 +103,11 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'lothub.db').resolve()}"
+
+    @property
+    def dense_sources(self) -> frozenset[str]:
+        """The names in ``integrity_dense_sources``."""
+        return frozenset(n.strip() for n in self.integrity_dense_sources.split(",") if n.strip())
 
     def sites(self) -> SitesConfig:
         """The validated site configuration."""

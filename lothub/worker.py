@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from connectors.registry import DENSE_KINDS
 from genealogy.store import GenealogyStore
 from lothub.runtime import ensure_topics
 from lothub.settings import Settings
@@ -35,6 +36,9 @@ def worker_deps(settings: Settings, store: GenealogyStore) -> WorkerDeps:
                 if spec.stall_after_s is not None
             },
             transfer_sla=timedelta(hours=settings.integrity_transfer_sla_h),
+            dense_sources=settings.dense_sources
+            | {name for name, spec in sites.connectors.items() if spec.kind in DENSE_KINDS},
+            sequence_gap_after=timedelta(seconds=settings.integrity_sequence_gap_s),
         ),
         tick_s=settings.integrity_tick_s,
     )

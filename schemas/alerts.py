@@ -59,6 +59,7 @@ class Rule(StrEnum):
     UNMAPPED_VALUE = "unmapped-value"
     SOURCE_STALL = "source-stall"
     TRANSFER_OVERDUE = "transfer-overdue"
+    SEQUENCE_GAP = "sequence-gap"
     # found by comparing two systems (reconciler/), not by the stream
     RECONCILE_ON_HAND = "reconcile-on-hand"
     RECONCILE_CONSUMPTION = "reconcile-consumption"
@@ -127,6 +128,7 @@ RULE_SEVERITY: dict[Rule, Severity] = {
     Rule.UNMAPPED_VALUE: Severity.WARNING,
     Rule.SOURCE_STALL: Severity.WARNING,
     Rule.TRANSFER_OVERDUE: Severity.WARNING,
+    Rule.SEQUENCE_GAP: Severity.WARNING,
     Rule.RECONCILE_ON_HAND: Severity.WARNING,
     Rule.RECONCILE_CONSUMPTION: Severity.WARNING,
     Rule.RECONCILE_DISPOSITION: Severity.WARNING,

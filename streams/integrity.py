@@ -14,7 +14,8 @@ other lots)::
                                   transferred out), scrap and adjustments
     batch:<site>:<batch id>       inputs and outputs of an MES batch or a transformation
     alias:<site>:<kind>:<alias>   the lots an alias (licence plate, MES sub-lot...) names
-    source:<system instance>      the event time of every event the system sent
+    source:<system instance>      the event time and sequence number of every event the
+                                  system sent
 
 **State.** The ``integrity_check`` agent keeps, per subject, the facts known (by fact
 id: a re-delivered event changes nothing) and the alerts it has published as open,
@@ -33,10 +34,24 @@ two arrived in. So once every event has arrived, the open alerts are the same fo
 any arrival order (children before parents included); only the path there (an
 alert opened and withdrawn while facts were missing) differs.
 
-Three rules are about delivery rather than lots and are the exceptions:
+Four rules are about delivery rather than lots and are the exceptions:
 
 * ``late-event`` compares an event time with the newest event time its source had
-  sent *before it*: arrival order is the point. Never withdrawn.
+  sent *before it*: arrival order is the point. Never withdrawn. An event of a densely
+  numbered source whose number was already seen is a re-delivery (a worker restarted
+  before committing its offsets) and is not judged again, so a restart adds no alert.
+* ``sequence-gap`` is for sources that number their events densely (1, 2, 3...: the
+  connectors ``wms-sql``, ``lims-csv`` and ``lims-rest``, and the systems named in
+  ``LOTHUB_INTEGRITY_DENSE_SOURCES``): the source subject keeps the lowest and highest
+  number seen and the *ranges* missing in between (:class:`Numbering`), and the timer's
+  tick raises an alert for each range still missing ``sequence_gap_after`` (wall clock)
+  after it was noticed, naming the range and the events either side of it. One source's
+  events travel through several partitions, so a little disorder is normal and the
+  grace keeps it quiet. The missing events arriving late withdraw it (a part of them:
+  the alert is withdrawn and the next tick raises the ranges still missing); a number
+  seen again is a duplicate, not a gap; number 0 means "not numbered" (a LIMS sample
+  event that every row of the sample repeats). The ranges, and so the alerts once the
+  grace has passed, are the same for any arrival order.
 * ``duplicate-conflict`` is raised by the store sink when an ``event_id`` comes again
   with other content; the id is the event id's, the same in any order.
 * ``unmapped-value`` is raised when the normalizer parks an event on the dead-letter
@@ -46,12 +61,11 @@ Two rules depend on the clock, so a timer in the worker sends a ``tick`` fact to
 source and open transfer subject on its partitions (the table can only be written from
 the stream): ``source-stall`` (a source silent, by wall clock, for longer than its limit;
 withdrawn when it speaks again) and ``transfer-overdue`` (a transfer shipped longer than
-the SLA ago, by event time, that no site has received; withdrawn by the receipt).
+the SLA ago, by event time, that no site has received; withdrawn by the receipt). The
+tick also raises ``sequence-gap`` alerts whose grace has passed (see above).
 
-Not done: per-source sequence gaps (the connectors number events per run, not per
-source, so a gap would not mean a loss; the reconciler's ``capture`` job compares each
-source with the hub instead); a correction (``EventCorrected``) does not retract the
-facts of the events it voids.
+Not done: a correction (``EventCorrected``) does not retract the facts of the events
+it voids.
 
 Example::
 
@@ -60,6 +74,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -141,6 +156,8 @@ class Fact:
     location: str = ""
     #: position within the event (a transformation names several lots)
     index: int = 0
+    #: a source subject: the event's number in its source (0: not numbered)
+    sequence: int = 0
 
     @property
     def fact_id(self) -> str:
@@ -153,7 +170,7 @@ class Fact:
                 "y": self.event_type, "t": self.at.isoformat(), "src": self.source,
                 "site": self.site, "lot": self.lot, "st": self.status,
                 "q": None if self.quantity is None else str(self.quantity), "u": self.unit,
-                "loc": self.location, "i": self.index}  # fmt: skip
+                "loc": self.location, "i": self.index, "n": self.sequence}  # fmt: skip
         return data
 
     @classmethod
@@ -163,7 +180,7 @@ class Fact:
                    at=datetime.fromisoformat(d["t"]), source=d["src"], site=d["site"],
                    lot=d["lot"], status=d["st"],
                    quantity=None if d["q"] is None else Decimal(d["q"]), unit=d["u"],
-                   location=d["loc"], index=d["i"])  # fmt: skip
+                   location=d["loc"], index=d["i"], sequence=d.get("n", 0))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +199,10 @@ class Thresholds:
     stall_after_by_source: Mapping[str, timedelta] = field(default_factory=dict)
     #: a transfer shipped this long ago (event time) and not received is overdue
     transfer_sla: timedelta = timedelta(hours=72)
+    #: system instances that number their events densely: a skipped number is a lost event
+    dense_sources: frozenset[str] = frozenset()
+    #: a skipped number still missing this long (wall clock) after it was noticed is a gap
+    sequence_gap_after: timedelta = timedelta(minutes=5)
 
     def stall_limit(self, system_instance: str) -> timedelta | None:
         """How long ``system_instance`` may stay silent."""
@@ -208,7 +229,7 @@ def facts_of(ev: LotEventBase) -> list[Fact]:
     }
     lots = ev.lots()
     out = [Fact(subject=f"source:{env.source.system_instance}", role=FactRole.SEEN,
-                lot=lots[0] if lots else "", **base)]  # fmt: skip
+                lot=lots[0] if lots else "", sequence=env.sequence, **base)]  # fmt: skip
 
     def lot(role: FactRole, lot_id: str, q: Quantity | None = None, location: Any = None,
             index: int = 0, status: str = "") -> None:  # fmt: skip
@@ -513,6 +534,100 @@ def evaluate(subject: str, facts: Iterable[Fact], th: Thresholds) -> list[Findin
 # --------------------------------------------------------------------------- state
 
 
+@dataclass(slots=True)
+class Gap:
+    """Numbers ``first..last`` of a densely numbered source that have not arrived."""
+
+    first: int
+    last: int
+    #: the events numbered ``first - 1`` and ``last + 1`` (the evidence)
+    before: str
+    after: str
+    #: wall clock when the hub noticed the numbers missing
+    noticed: datetime
+    #: its alert was published OPEN (the alert is rebuilt from the gap to withdraw it)
+    raised: bool = False
+
+    def to_json(self) -> list[Any]:
+        """Compact JSON for the state table."""
+        return [self.first, self.last, self.before, self.after, self.noticed.isoformat(),
+                self.raised]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> Gap:
+        """Inverse of :meth:`to_json`."""
+        return cls(int(d[0]), int(d[1]), str(d[2]), str(d[3]), datetime.fromisoformat(d[4]),
+                   bool(d[5]))  # fmt: skip
+
+
+@dataclass(slots=True)
+class Numbering:
+    """The sequence numbers a densely numbered source has sent, as ranges: bounded state.
+
+    What arrived is ``low..high`` minus :attr:`gaps` (sorted, disjoint), whatever the
+    arrival order: numbers below ``low`` or above ``high`` extend the range and open a
+    gap for what they skip; a number inside a gap splits it. Each event costs a binary
+    search, whatever the number of gaps.
+    """
+
+    low: int
+    high: int
+    low_event: str
+    high_event: str
+    #: ``KIND/instance`` and site of the source, for the alert
+    source: str
+    site: str
+    gaps: list[Gap] = field(default_factory=list)
+
+    @classmethod
+    def first(cls, fact: Fact) -> Numbering:
+        """The numbering of a source whose first numbered event is ``fact``."""
+        n, e = fact.sequence, fact.event_id
+        return cls(low=n, high=n, low_event=e, high_event=e, source=fact.source, site=fact.site)
+
+    def take(self, fact: Fact, now: datetime) -> tuple[bool, Gap | None]:
+        """Record ``fact``'s number.
+
+        Returns False if it had arrived before (a re-delivery or a repeat), and the gap
+        it fell into, which its remainders (noticed when it was) now replace.
+        """
+        n, e = fact.sequence, fact.event_id
+        if n < self.low:
+            if n < self.low - 1:
+                self.gaps.insert(0, Gap(n + 1, self.low - 1, e, self.low_event, now))
+            self.low, self.low_event = n, e
+            return True, None
+        if n > self.high:
+            if n > self.high + 1:
+                self.gaps.append(Gap(self.high + 1, n - 1, self.high_event, e, now))
+            self.high, self.high_event = n, e
+            return True, None
+        i = bisect.bisect_right(self.gaps, n, key=lambda g: g.first) - 1
+        if i < 0 or self.gaps[i].last < n:
+            return False, None
+        gap = self.gaps[i]
+        rest = []
+        if gap.first < n:
+            rest.append(Gap(gap.first, n - 1, gap.before, e, gap.noticed))
+        if n < gap.last:
+            rest.append(Gap(n + 1, gap.last, e, gap.after, gap.noticed))
+        self.gaps[i : i + 1] = rest
+        return True, gap
+
+    def to_json(self) -> dict[str, Any]:
+        """Compact JSON for the state table."""
+        return {"lo": self.low, "hi": self.high, "le": self.low_event, "he": self.high_event,
+                "src": self.source, "site": self.site,
+                "gaps": [g.to_json() for g in self.gaps]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Numbering:
+        """Inverse of :meth:`to_json`."""
+        return cls(low=int(d["lo"]), high=int(d["hi"]), low_event=str(d["le"]),
+                   high_event=str(d["he"]), source=str(d["src"]), site=str(d["site"]),
+                   gaps=[Gap.from_json(g) for g in d["gaps"]])  # fmt: skip
+
+
 @dataclass
 class SubjectState:
     """What the check agent keeps per subject (the table value, as JSON)."""
@@ -524,6 +639,8 @@ class SubjectState:
     #: a source subject: when (wall clock) and which event it last sent
     last_arrival: datetime | None = None
     last_event: str = ""
+    #: a densely numbered source subject: the numbers it sent
+    numbering: Numbering | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The table value."""
@@ -531,7 +648,8 @@ class SubjectState:
                 "open": [a.model_dump(mode="json") for a in self.open.values()],
                 "newest": None if self.newest is None else self.newest.isoformat(),
                 "arrival": None if self.last_arrival is None else self.last_arrival.isoformat(),
-                "last_event": self.last_event}  # fmt: skip
+                "last_event": self.last_event,
+                "seq": None if self.numbering is None else self.numbering.to_json()}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> SubjectState:
@@ -548,6 +666,7 @@ class SubjectState:
             if not data.get("arrival")
             else datetime.fromisoformat(data["arrival"]),
             last_event=str(data.get("last_event", "")),
+            numbering=Numbering.from_json(data["seq"]) if data.get("seq") else None,
         )
 
 
@@ -604,6 +723,7 @@ def _source_step(
 ) -> tuple[bool, list[IntegrityAlert]]:
     out: list[IntegrityAlert] = []
     changed = False
+    dense = incoming[0].subject.split(":", 1)[1] in th.dense_sources
     for f in incoming:
         if f.role is FactRole.TICK:
             finding = stall_finding(f.subject, state, th, now)
@@ -612,8 +732,22 @@ def _source_step(
                 state.open[alert.alert_id] = alert
                 out.append(alert)
                 changed = True
+            if dense and state.numbering is not None:
+                raised = _raise_gaps(f.subject, state.numbering, th, now)
+                out.extend(raised)
+                changed = changed or bool(raised)
             continue
-        finding = late_finding(f, state.newest, th)
+        fresh = True
+        if dense and f.sequence > 0:
+            if state.numbering is None:
+                state.numbering = Numbering.first(f)
+            else:
+                fresh, filled = state.numbering.take(f, now)
+                if filled is not None and filled.raised:  # its remainders are raised anew
+                    finding = gap_finding(f.subject, state.numbering, filled)
+                    out.append(IntegrityAlert.from_finding(finding, AlertState.WITHDRAWN, now))
+            changed = changed or fresh
+        finding = late_finding(f, state.newest, th) if fresh else None
         if finding is not None:
             out.append(IntegrityAlert.from_finding(finding, AlertState.OPEN, now))
         if state.newest is None or f.at > state.newest:
@@ -627,6 +761,39 @@ def _source_step(
             state.last_arrival, state.last_event = now, f.event_id
             changed = True
     return changed, out
+
+
+def _raise_gaps(
+    subject: str, numbering: Numbering, th: Thresholds, now: datetime
+) -> list[IntegrityAlert]:
+    """Open the alerts of the gaps missing longer than the grace (only the timer asks:
+    a backlog that arrives out of order must not raise and withdraw alerts per event)."""
+    out: list[IntegrityAlert] = []
+    for gap in numbering.gaps:
+        if not gap.raised and now - gap.noticed >= th.sequence_gap_after:
+            gap.raised = True
+            finding = gap_finding(subject, numbering, gap)
+            out.append(IntegrityAlert.from_finding(finding, AlertState.OPEN, now))
+    return out
+
+
+def gap_finding(subject: str, numbering: Numbering, gap: Gap) -> Finding:
+    """The numbers ``gap`` of a densely numbered source that never reached the hub."""
+    system = subject.split(":", 1)[1]
+    count = gap.last - gap.first + 1
+    span = str(gap.first) if count == 1 else f"{gap.first}-{gap.last}"
+    return Finding(
+        rule=Rule.SEQUENCE_GAP, subject=subject, lots=[], sites=[numbering.site],
+        source_systems=[numbering.source], evidence_event_ids=[gap.before, gap.after],
+        summary=(f"{system} numbers its events densely but number(s) {span} never reached "
+                 f"the hub: {count} event(s) sent between {gap.before} (number "
+                 f"{gap.first - 1}) and {gap.after} (number {gap.last + 1}) are missing. "
+                 f"Look for them in the connector's dead letters and the system's outbox, "
+                 f"then re-send them (`lothub connectors backfill {system} --since ...`); "
+                 f"the alert is withdrawn when they arrive."),
+        details={"first_missing": str(gap.first), "last_missing": str(gap.last),
+                 "missing": str(count)},
+    )  # fmt: skip
 
 
 def stall_finding(

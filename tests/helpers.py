@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -13,8 +14,10 @@ from sqlalchemy import func, select
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
 from lothub.settings import Settings
+from schemas.alerts import AlertState, IntegrityAlert
 from schemas.model import LotEventBase
 from schemas.sites import SitesConfig
+from streams.integrity import Fact, SubjectState, Thresholds, by_subject, facts_of, step, tick
 from streams.normalize import normalize
 
 #: Tables whose content is the genealogy (consumer progress and heartbeats are not).
@@ -111,3 +114,56 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 15.0) -> list[
         return records
     finally:
         consumer.close()
+
+
+#: An alert as a finding: what it says and on which evidence, not when it was detected.
+AlertKey = tuple[str, str, str, str, str]
+
+
+def open_alert_keys(store: GenealogyStore) -> set[AlertKey]:
+    """The open alerts of a store as (rule, subject, lots, evidence, details), JSON sorted."""
+    a = tables.integrity_alerts
+    query = select(a.c.rule, a.c.subject, a.c.lots, a.c.evidence_event_ids, a.c.details).where(
+        a.c.state == AlertState.OPEN.value
+    )
+    with store.engine.connect() as conn:
+        return {(r.rule, r.subject, _canonical(r.lots), _canonical(r.evidence_event_ids),
+                 _canonical(r.details)) for r in conn.execute(query)}  # fmt: skip
+
+
+def _canonical(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True)
+
+
+def alert_key(alert: IntegrityAlert) -> AlertKey:
+    """What :func:`open_alert_keys` says of one alert."""
+    return (alert.rule.value, alert.subject, _canonical(json.dumps(alert.lots)),
+            _canonical(json.dumps(alert.evidence_event_ids)),
+            _canonical(json.dumps(alert.details)))  # fmt: skip
+
+
+def clean_pass_alerts(
+    events: list[LotEventBase], sites: SitesConfig, th: Thresholds, now: datetime
+) -> set[AlertKey]:
+    """The open alerts of one pass of the integrity rules over ``events``, in their order.
+
+    No worker, no broker: every fact goes through :func:`streams.integrity.step` once at
+    ``now``, then every source gets one clock tick once the sequence-gap grace has
+    passed. What a real worker's store holds, once every event has arrived in whatever
+    order and however often, must be the same set.
+    """
+    states: dict[str, SubjectState] = {}
+    opened: dict[str, IntegrityAlert] = {}
+
+    def take(subject: str, facts: list[Fact], at: datetime) -> None:
+        state = states.setdefault(subject, SubjectState())
+        for alert in step(state, facts, th, at)[1]:
+            opened[alert.alert_id] = alert
+
+    for event in events:
+        for subject, facts in by_subject(facts_of(normalize(event, sites))).items():
+            take(subject, facts, now)
+    later = now + th.sequence_gap_after
+    for subject in [s for s in states if s.startswith("source:")]:
+        take(subject, [tick(subject, later)], later)
+    return {alert_key(a) for a in opened.values() if a.state is AlertState.OPEN}

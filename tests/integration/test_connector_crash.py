@@ -69,7 +69,13 @@ def test_kill_9_mid_batch_then_restart(
     assert ids == {stable_event_id("wms-crash", "txn", str(i)) for i in range(1, ROWS + 1)}, (
         "none missing"
     )
+    numbers = sorted({(e.envelope.sequence, e.envelope.event_id) for e in events})
+    assert [n for n, _ in numbers] == list(range(1, ROWS + 1)), (
+        "numbered 1..N across the crash, a re-sent event with the number it had"
+    )
+    assert checkpoints.load_sequence("wms-crash") == ROWS + 1
     store = store_factory(f"sqlite:///{tmp_path / 'hub-copy.db'}")
     sites = load_sites(sites_file)
-    store.apply(normalized(events, sites))
+    result = store.apply(normalized(events, sites))
     assert store.event_count() == ROWS, f"{len(events) - ROWS} re-sent events stored once each"
+    assert result.conflicts == 0, "a re-sent event is byte-identical to the first sending"

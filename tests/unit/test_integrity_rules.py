@@ -360,3 +360,113 @@ def test_transfers_state_their_own_facts(demo_sites: SitesConfig) -> None:
               if isinstance(e, TransferShipped | TransferReceived)]  # fmt: skip
     subjects = {f.subject for e in events for f in facts_of(normalize(e, demo_sites))}
     assert {"transfer:TO-9001", "transfer:TO-9002"} <= subjects
+
+
+# --------------------------------------------------------------------------- sequence gaps
+
+WMS = "source:wms-brk"
+DENSE = Thresholds(dense_sources=frozenset({"wms-brk"}), sequence_gap_after=timedelta(minutes=5))
+GRACE = DENSE.sequence_gap_after
+
+
+def numbered(n: int, *, subject: str = WMS, minute: int | None = None) -> Fact:
+    """The source fact of the event a densely numbering WMS numbered ``n``."""
+    return Fact(subject=subject, role=FactRole.SEEN, event_id=f"wms-{n}", event_type="LotMoved",
+                at=sc.T0 + timedelta(minutes=n if minute is None else minute),
+                source="WMS/wms-brk", site="BRK", sequence=n)  # fmt: skip
+
+
+def feed(state: SubjectState, facts: list[Fact], at: datetime = NOW) -> list[IntegrityAlert]:
+    return [a for f in facts for a in step(state, [f], DENSE, at)[1]]
+
+
+def gaps_open(alerts: list[IntegrityAlert]) -> dict[tuple[str, str], str]:
+    """The gap alerts whose last message is OPEN, by missing range: their ids."""
+    last = {a.alert_id: a for a in alerts if a.rule is Rule.SEQUENCE_GAP}
+    return {(a.details["first_missing"], a.details["last_missing"]): a.alert_id
+            for a in last.values() if a.state is AlertState.OPEN}  # fmt: skip
+
+
+def test_a_skipped_number_is_a_gap_once_the_grace_has_passed() -> None:
+    state = SubjectState()
+    assert feed(state, [numbered(1), numbered(2), numbered(5)]) == [], (
+        "noticed, not yet raised: other partitions may still bring 3 and 4"
+    )
+    later = NOW + GRACE
+    (alert,) = step(state, [tick(WMS, later)], DENSE, later)[1]
+    assert (alert.rule, alert.state, alert.subject) == (Rule.SEQUENCE_GAP, AlertState.OPEN, WMS)
+    assert alert.evidence_event_ids == ["wms-2", "wms-5"], "the events either side of the gap"
+    assert alert.details == {"first_missing": "3", "last_missing": "4", "missing": "2"}
+    assert "3-4" in alert.summary
+    assert "backfill wms-brk" in alert.summary
+    assert step(state, [tick(WMS, later)], DENSE, later)[1] == [], "one alert per gap"
+
+
+def test_sequence_gap_near_misses() -> None:
+    later = NOW + GRACE
+    repeats = SubjectState()
+    feed(repeats, [numbered(1), numbered(2), numbered(2), numbered(1), numbered(3)])
+    assert feed(repeats, [tick(WMS, later)], later) == [], "a number seen again is no gap"
+    reordered = SubjectState()
+    feed(reordered, [numbered(4), numbered(1), numbered(3), numbered(2)])
+    assert feed(reordered, [tick(WMS, later)], later) == [], "filled within the grace"
+    assert reordered.numbering is not None
+    assert reordered.numbering.gaps == []
+    unnumbered = SubjectState()
+    feed(unnumbered, [numbered(1), numbered(0), numbered(2)])
+    assert feed(unnumbered, [tick(WMS, later)], later) == [], "0 is not numbered"
+    other = "source:erp-alp"
+    undeclared = SubjectState()
+    feed(undeclared, [numbered(1, subject=other), numbered(9, subject=other)])
+    assert feed(undeclared, [tick(other, later)], later) == [], "not declared dense: not checked"
+    assert undeclared.numbering is None
+
+
+def test_the_missing_events_arriving_late_withdraw_the_gap() -> None:
+    state = SubjectState()
+    feed(state, [numbered(1), numbered(6)])
+    later = NOW + GRACE
+    (opened,) = published = feed(state, [tick(WMS, later)], later)
+    assert gaps_open(published) == {("2", "5"): opened.alert_id}
+    state = SubjectState.from_json(state.to_json())  # a restarted worker: the changelog's copy
+    (withdrawn,) = feed(state, [numbered(3)], later)
+    assert (withdrawn.alert_id, withdrawn.state) == (opened.alert_id, AlertState.WITHDRAWN)
+    assert withdrawn.same_finding(opened.withdrawn(later)), "the alert it withdraws, rebuilt"
+    published += [withdrawn, *feed(state, [tick(WMS, later)], later)]
+    assert set(gaps_open(published)) == {("2", "2"), ("4", "5")}, "what is still missing"
+    published += feed(state, [numbered(2), numbered(5), numbered(4)], later)
+    assert gaps_open(published) == {}
+    assert state.numbering is not None
+    assert state.numbering.gaps == []
+
+
+def test_the_open_gaps_are_the_same_in_any_arrival_order() -> None:
+    sent = [n for n in range(1, 41) if n not in {7, 8, 20, 33}]
+    rng = random.Random(5)
+    later = NOW + GRACE
+    results = set()
+    for _ in range(20):
+        order = [numbered(n) for n in sent] + [numbered(rng.choice(sent)) for _ in range(5)]
+        rng.shuffle(order)
+        state = SubjectState()
+        halfway = len(order) // 2
+        published = feed(state, order[:halfway])  # a tick in the middle raises what is
+        published += feed(state, [tick(WMS, later)], later)  # missing then, withdrawn later
+        published += feed(state, order[halfway:], later)
+        end = later + GRACE
+        published += feed(state, [tick(WMS, end)], end)
+        found = gaps_open(published)
+        results.add(frozenset(found.values()))
+        assert set(found) == {("7", "8"), ("20", "20"), ("33", "33")}
+        assert state.numbering is not None
+        assert len(state.numbering.gaps) == 3, "ranges, not sets"
+    assert len(results) == 1, "the same ids, so a restart or another order adds none"
+
+
+def test_a_re_delivered_event_is_not_judged_late_again() -> None:
+    state = SubjectState()
+    first = numbered(1, minute=0)
+    assert feed(state, [first, numbered(2, minute=3 * 24 * 60)]) == []
+    assert feed(state, [first]) == [], "a worker restarted and read it again: not late"
+    behind = numbered(3, minute=0)
+    assert [a.rule for a in feed(state, [behind])] == [Rule.LATE_EVENT], "a new one is judged"
