@@ -17,7 +17,7 @@ from lothub.settings import Settings
 from schemas.alerts import AlertState, IntegrityAlert
 from schemas.model import LotEventBase
 from schemas.sites import SitesConfig
-from streams.integrity import Fact, SubjectState, Thresholds, by_subject, facts_of, step, tick
+from streams.integrity import Fact, SubjectState, Thresholds, facts_of, step, tick
 from streams.normalize import normalize
 
 #: Tables whose content is the genealogy (consumer progress and heartbeats are not).
@@ -161,8 +161,8 @@ def clean_pass_alerts(
             opened[alert.alert_id] = alert
 
     for event in events:
-        for subject, facts in by_subject(facts_of(normalize(event, sites))).items():
-            take(subject, facts, now)
+        for fact in facts_of(normalize(event, sites)):
+            take(fact.subject, [fact], now)
     later = now + th.sequence_gap_after
     for subject in [s for s in states if s.startswith("source:")]:
         take(subject, [tick(subject, later)], later)
