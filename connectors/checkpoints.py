@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -62,33 +63,24 @@ class CheckpointStore:
 
     def load(self, connector: str) -> str | None:
         """The stored position (JSON) of ``connector``, or None."""
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(connector_checkpoints.c.position).where(
-                        connector_checkpoints.c.connector == connector
-                    )
-                ).first()
-        except SQLAlchemyError as exc:
-            raise CheckpointUnavailableError(
-                f"cannot read checkpoint of {connector}: {exc}"
-            ) from exc
-        return None if row is None or row.position is None else str(row.position)
+        value = self._read(connector, connector_checkpoints.c.position)
+        return None if value is None else str(value)
 
     def load_sequence(self, connector: str) -> int | None:
         """The sequence number the event after the stored position gets, or None."""
+        value = self._read(connector, connector_checkpoints.c.next_sequence)
+        return None if value is None else int(value)
+
+    def _read(self, connector: str, column: Any) -> Any:
         try:
             with self.engine.connect() as conn:
-                value = conn.execute(
-                    select(connector_checkpoints.c.next_sequence).where(
-                        connector_checkpoints.c.connector == connector
-                    )
+                return conn.execute(
+                    select(column).where(connector_checkpoints.c.connector == connector)
                 ).scalar()
         except SQLAlchemyError as exc:
             raise CheckpointUnavailableError(
                 f"cannot read checkpoint of {connector}: {exc}"
             ) from exc
-        return None if value is None else int(value)
 
     def save(self, connector: str, position: str, next_sequence: int | None = None) -> None:
         """Store ``position`` for ``connector`` (call only after the broker acknowledged).

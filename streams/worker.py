@@ -359,6 +359,13 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         await delivery
         stats.alerts += 1
 
+    async def park(dlq: Any, msg: Any, exc: DataError) -> None:
+        """Send a record that cannot be used to a dead-letter topic, saying why and whence."""
+        stats.dead_lettered += 1
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+        await dlq.send(key=msg.key, value=msg.value,
+                       headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset))  # fmt: skip
+
     async def produce(
         topic: str, key: bytes, value: bytes, partition: int | None = None
     ) -> Awaitable[Any]:
@@ -387,15 +394,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                     out = normalize(event, deps.sites)
                     check_enterprise(out)
                 except DataError as exc:
-                    stats.dead_lettered += 1
-                    log.warning(
-                        "dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc
-                    )
-                    await raw_dlq.send(
-                        key=msg.key,
-                        value=msg.value,
-                        headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
-                    )
+                    await park(raw_dlq, msg, exc)
                     if isinstance(exc, UnmappedValueError) and event is not None:
                         await publish_alert(unmapped_alert(event, exc, datetime.now(UTC)))
                     continue
@@ -485,15 +484,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                         )
                     )
                 except DataError as exc:
-                    stats.dead_lettered += 1
-                    log.warning(
-                        "dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc
-                    )
-                    await enterprise_dlq.send(
-                        key=msg.key,
-                        value=msg.value,
-                        headers=dead_letter_headers(exc, msg.topic, msg.partition, msg.offset),
-                    )
+                    await park(enterprise_dlq, msg, exc)
             progress = [
                 Progress(consumer=app.conf.id, topic=t, partition=p, next_offset=o)
                 for (t, p), o in positions.items()
