@@ -14,6 +14,7 @@ from connectors.checkpoints import CheckpointStore
 from connectors.lims import LimsCsvSource
 from connectors.publisher import KafkaPublisher
 from lothub.settings import Settings
+from schemas.model import QcSampleTaken
 from schemas.serde import make_serde
 from schemas.sites import SitesConfig
 from tests.functional.test_lims import ROW1, ROW2, ROW3, alp_mapping, write
@@ -49,6 +50,11 @@ def test_csv_rows_flow_and_a_broken_row_is_parked(
     # ROW1: sample, result, disposition; ROW2: same sample again, result; ROW3: result, disposition
     assert len(ids) == 7
     assert len(set(ids)) == 6, "the sample event repeats with the same id, the hub stores it once"
+    numbered = sorted(e.envelope.sequence for e in events if not isinstance(e, QcSampleTaken))
+    assert numbered == [1, 2, 3, 4, 5], "dense; the broken row took no number"
+    assert {e.envelope.sequence for e in events if isinstance(e, QcSampleTaken)} == {0}, (
+        "not numbered: each row of the sample repeats it byte for byte"
+    )
     (dead,) = read_topic(settings, settings.topics.connector_dlq)
     assert json.loads(dead.value())["text"] == "S-9;broken"
     assert json.loads(dict(dead.headers())[DLQ_SOURCE_POSITION]) == {
@@ -60,6 +66,9 @@ def test_csv_rows_flow_and_a_broken_row_is_parked(
     again = _connector(settings, checkpoints, folder, demo_sites)
     again.run(threading.Event(), until_idle=True)
     assert again.status.records_read == 1, "only the new file is read after a restart"
+    later = [serde.decode(m.value(), topic="raw", partition=0, offset=0)
+             for m in read_topic(settings, settings.topics.raw)][len(events):]  # fmt: skip
+    assert sorted(e.envelope.sequence for e in later) == [6, 7], "numbering carries on"
     # what the "connector not succeeding" alert compares the last success with
     labels = {"site": "ALP", "system": again.source.system_kind.value, "connector": "lims-alp"}
     assert REGISTRY.get_sample_value("lothub_connector_poll_interval_seconds", labels) == (
