@@ -11,8 +11,9 @@ Two agents, one per hop of the main flow (:mod:`schemas.topics`):
   transaction.
 
 and the integrity checks (:mod:`streams.integrity`): ``normalize`` also publishes
-each event's facts keyed by subject, ``integrity_check`` evaluates the rules against
-the subject's state (a faust table), and ``alert_sink`` stores the alerts. Dead
+each batch's facts, one record per partition of their subjects, ``integrity_check``
+evaluates the rules against each subject's state (a faust table), and ``alert_sink``
+stores the alerts. The hot agents take batches and send straight to the producer. Dead
 letters (unmapped values) and conflicting re-sends (found by ``sink``) raise alerts
 directly.
 
