@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,7 +53,7 @@ class KafkaPublisher:
 
     def __init__(self, producer_config: dict[str, Any], serde: Serde, topic: str) -> None:
         self._config = producer_config
-        self._producer = Producer(producer_config)
+        self._producer = _connected_producer(producer_config)
         #: a record was refused: start the next send on a new producer
         self._broken = False
         self._serde = serde
@@ -186,5 +187,21 @@ class KafkaPublisher:
         """
         self._producer.purge()
         self._producer.flush(0)  # serve the purge callbacks: the batches count as failed
-        self._producer = Producer(self._config)
+        self._producer = _connected_producer(self._config)
         self._broken = False
+
+
+def _connected_producer(config: dict[str, Any]) -> Producer:
+    """A new producer that starts connecting to the cluster now, not at its first record.
+
+    An idempotent producer asks for its producer id on a 500 ms timer, and only over a
+    broker connection that is already up. A producer with nothing queued connects no
+    broker, so a connector whose first batch takes a few hundred milliseconds to read
+    missed the first tick and waited a whole second for its first acknowledgement. A
+    metadata request (answered or not within the millisecond) opens the connection.
+    """
+    producer = Producer(config)
+    # Only the connection attempt is wanted; the answer comes too late to matter.
+    with contextlib.suppress(KafkaException):
+        producer.list_topics(timeout=0.001)
+    return producer
