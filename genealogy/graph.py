@@ -43,8 +43,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from itertools import chain
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, not_
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, event, select
@@ -77,9 +77,13 @@ _LINK_COLUMNS = [
 ]  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, three times
+# the cost, and a 50,000-lot trace may make that many. Read-only all the same: traces share
+# them (hashed by value, as a frozen one would be).
+@dataclass(slots=True, unsafe_hash=True)
 class TraceLot:
-    """A lot reached by the walk, with its distance from the start."""
+    """A lot reached by the walk, with its distance from the start; never changed after
+    it is made, as traces share it."""
 
     lot_id: str
     site: str
@@ -141,6 +145,8 @@ _PARENT_VIA = attrgetter("parent_lot", "via")
 _CHILD_VIA = attrgetter("child_lot", "via")
 #: rows read in one catch-up from which the graph is moved out of the collector's way
 _FREEZE_AFTER = 10_000
+#: lots of a level followed in one go (in C) before the walk checks whether it is full
+_CHUNK = 512
 #: TraceLot objects kept for reuse at most
 _MADE_MAX = 2_000_000
 
@@ -282,10 +288,14 @@ class LinkGraph:
         """Breadth-first walk from ``root``: the lots reached with their depth, the links
         followed, and whether the walk stopped short (at ``max_lots`` or ``max_depth``).
 
-        Every lot is visited once, so rework loops terminate. Each level follows every
-        live link (inside ``window``, if given) of the lots reached at the level before;
-        when the new lots of a level do not all fit under ``max_lots``, those first by
-        lot id are kept, and the links to the others are still listed.
+        Every lot is visited once, so rework loops terminate. Each level follows the live
+        links (inside ``window``, if given) of the lots reached at the level before, lot
+        by lot in lot-id order, until the walk holds ``max_lots`` lots: of the new lots of
+        the lot being followed then, those first by lot id are kept (its links to the
+        others are still listed), and the walk stops as at ``max_depth``. A 50,000-lot
+        trace of a million-lot genealogy thus follows the links of about the lots it
+        needs, as an in-memory breadth-first search does, rather than of every lot of its
+        levels (three times as many, two thirds of the walk).
         """
         with self._lock:
             adjacency = self._up if backward else self._down
@@ -297,24 +307,47 @@ class LinkGraph:
             inside: dict[str, list[TraceEdge]] = {}
             frontier = [root]
             truncated = False
-            while frontier and len(levels) <= max_depth:
-                if window is None:
-                    # in C: a Python loop over the lots of a level cost more than the walk
-                    hit = list(filter(adjacency.__contains__, frontier))
-                    reach = set(chain.from_iterable(map(neighbours.__getitem__, hit)))
-                else:
-                    hit, reach = self._within(frontier, backward, window, inside)
-                expanded += hit
-                fresh = sorted(reach - seen)
-                if len(seen) + len(fresh) > max_lots:
-                    truncated = True
-                    fresh = fresh[: max_lots - len(seen)]
-                seen.update(fresh)
-                levels.append(fresh)
-                frontier = fresh
-            if frontier and len(levels) > max_depth and not truncated:
-                # stopped at max_depth: say so only if there was more to see
-                truncated = bool(self._within(frontier, backward, window, {})[0])
+            rest: list[str] = []  # lots of the last level left unfollowed, the trace full
+            while frontier and len(levels) <= max_depth and len(seen) < max_lots:
+                level: list[str] = []
+                for start in range(0, len(frontier), _CHUNK):
+                    chunk = frontier[start : start + _CHUNK]
+                    if window is None:
+                        # in C: a Python loop over the lots of a level cost more than the walk
+                        hit = list(filter(adjacency.__contains__, chunk))
+                        reach = set(chain.from_iterable(map(neighbours.__getitem__, hit)))
+                    else:
+                        hit, reach = self._within(chunk, backward, window, inside)
+                    fresh = reach - seen
+                    room = max_lots - len(seen)
+                    if len(fresh) >= room:
+                        # the trace fills up in this chunk: follow its lots one by one
+                        for i, lot in enumerate(hit):
+                            expanded.append(lot)
+                            if window is None:
+                                mine = set(neighbours[lot]).difference(seen)
+                            else:
+                                far = attrgetter("parent_lot" if backward else "child_lot")
+                                mine = set(map(far, inside[lot])).difference(seen)
+                            if len(mine) > room:
+                                truncated = True
+                                mine = set(sorted(mine)[:room])
+                            seen.update(mine)
+                            level += mine
+                            room -= len(mine)
+                            if not room:
+                                rest = hit[i + 1 :] + frontier[start + _CHUNK :]
+                                break
+                        break
+                    expanded += hit
+                    seen.update(fresh)
+                    level += fresh
+                level.sort()
+                levels.append(level)
+                frontier = level
+            if (frontier or rest) and not truncated:
+                # stopped at max_depth, or full to the lot: say so only if there was more
+                truncated = self._goes_on(rest + frontier, adjacency, window)
             lots = self._lots(levels)
             # each lot's links are in (other end, via) order: by lot, they are all in order
             expanded.sort()
@@ -332,6 +365,22 @@ class LinkGraph:
             documents = [d for d in documents if window[0] <= d.occurred_at <= window[1]]
         documents.sort(key=_DOC_ORDER)
         return Walk(lots, edges, documents, truncated)
+
+    @staticmethod
+    def _goes_on(
+        frontier: list[str],
+        adjacency: dict[str, list[TraceEdge]],
+        window: tuple[datetime, datetime] | None,
+    ) -> bool:
+        """True if a lot of ``frontier`` has a link (inside ``window``) to follow.
+
+        Stops at the first: the last level is the largest, and a walk that listed the
+        links of all its lots to answer this spent a third of its time here.
+        """
+        if window is None:
+            return any(map(adjacency.get, frontier))  # a void may leave a lot's list empty
+        low, high = window
+        return any(low <= e.occurred_at <= high for lot in frontier for e in adjacency.get(lot, ()))
 
     def _within(
         self,
@@ -370,25 +419,31 @@ class LinkGraph:
                 made = self._made[depth] = {}
             got = list(map(made.get, level))
             if not all(got):  # some not made yet (or not stored: they stay out)
-                got = [
-                    x or self._make(lot_id, depth, made)
-                    for x, lot_id in zip(got, level, strict=True)
-                ]
-                got = [x for x in got if x is not None]
+                self._make(list(compress(level, map(not_, got))), depth, made)
+                got = list(filter(None, map(made.get, level)))
             lots += cast(list[TraceLot], got)  # no None left
         return lots
 
-    def _make(self, lot_id: str, depth: int, made: dict[str, TraceLot]) -> TraceLot | None:
-        facts = self._facts.get(lot_id)
-        if facts is None:
-            return None
-        if self._made_count >= _MADE_MAX:  # bound the memory: start again
+    def _make(self, lot_ids: list[str], depth: int, made: dict[str, TraceLot]) -> None:
+        """Make the TraceLots of the stored lots of ``lot_ids`` at ``depth`` into ``made``.
+
+        In C, a level at a time: a cold 50,000-lot trace spent three quarters of its time
+        making them one by one.
+        """
+        facts = list(map(self._facts.get, lot_ids))
+        if not all(facts):  # a lot named by a link alone is not stored: it stays out
+            lot_ids = list(compress(lot_ids, facts))
+            facts = list(filter(None, facts))
+        if not lot_ids:
+            return
+        if self._made_count + len(lot_ids) > _MADE_MAX:  # bound the memory: start again
             for by_lot in self._made.values():
                 by_lot.clear()
             self._made_count = 0
-        lot = made[lot_id] = TraceLot(lot_id, *facts, depth)
-        self._made_count += 1
-        return lot
+        sites, items, descriptions, statuses = zip(*facts, strict=True)
+        made.update(zip(lot_ids, map(TraceLot, lot_ids, sites, items, descriptions, statuses,
+                                     repeat(depth, len(lot_ids))), strict=True))  # fmt: skip
+        self._made_count += len(lot_ids)
 
     def _catch_up(self, conn: Connection) -> int:
         """Read what the clock says changed since the last walk (see the module docs);
