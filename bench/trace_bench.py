@@ -13,6 +13,7 @@ fan-in 6, as 5 leaves 4.75M once repeated parent picks are merged).
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import statistics
@@ -132,6 +133,11 @@ def measure(store: GenealogyStore, layers: list[list[str]], edges: list[tuple[st
     for p, c in edges:
         up[c].append(p)
         down[p].append(c)
+    # The bench's own graph copies (millions of tuples and lists) stay alive all along: a
+    # full collection scanning them landed inside whichever walk, ours or the baseline's,
+    # triggered it (tens of ms on `medium`). The API's process holds no such copies.
+    gc.collect()
+    gc.freeze()
     results = []
     for direction, adjacency, pool in (
         (Direction.BACKWARD, up, layers[-1]),
