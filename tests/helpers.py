@@ -93,8 +93,15 @@ def normalized(events: list[LotEventBase], sites: SitesConfig) -> list[LotEventB
     return [normalize(e, sites) for e in events]
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 15.0) -> list[Any]:
-    """Every record on ``topic`` from the beginning, via a throwaway consumer."""
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 15.0, *, besides: Iterable[Any] = ()
+) -> list[Any]:
+    """Every record on ``topic`` from the beginning, via a throwaway consumer.
+
+    ``besides`` are records of an earlier read to leave out: a topic of several partitions
+    comes back interleaved differently on each read, so "what came since" is not a slice.
+    """
+    seen = {(m.partition(), m.offset()) for m in besides}
     consumer = Consumer(
         {**settings.consumer_config(f"reader-{time.time_ns()}"), "enable.partition.eof": True}
     )
@@ -109,7 +116,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 15.0) -> list[
                 continue
             if msg.error():
                 done.add(msg.partition())
-            else:
+            elif (msg.partition(), msg.offset()) not in seen:
                 records.append(msg)
         return records
     finally:
