@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -99,12 +100,12 @@ def decoded(records: list[Any]) -> list[LotEventBase]:
     return [serde.decode(m.value(), topic="raw", partition=0, offset=0) for m in records]
 
 
-def published(settings: Settings, besides: list[Any] | None = None) -> list[LotEventBase]:
+def published(settings: Settings, besides: Iterable[Any] = ()) -> list[LotEventBase]:
     """The events on the raw topic, leaving out the records of ``besides`` (an earlier read)."""
-    return decoded(read_topic(settings, settings.topics.raw, besides=besides or []))
+    return decoded(read_topic(settings, settings.topics.raw, besides=besides))
 
 
-def published_ids(settings: Settings, besides: list[Any] | None = None) -> list[str]:
+def published_ids(settings: Settings, besides: Iterable[Any] = ()) -> list[str]:
     """The event ids on the raw topic, leaving out the records of ``besides``."""
     return [e.envelope.event_id for e in published(settings, besides)]
 
