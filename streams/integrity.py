@@ -37,7 +37,11 @@ alert opened and withdrawn while facts were missing) differs.
 Four rules are about delivery rather than lots and are the exceptions:
 
 * ``late-event`` compares an event time with the newest event time its source had
-  sent *before it*: arrival order is the point. Never withdrawn. An event of a densely
+  sent *before it* through the same raw-topic partition. Sending order is the point,
+  and a partition keeps it, while a worker reading six partitions interleaves them in
+  any order (a backlog is read partition by partition): judged across partitions, an
+  event the source sent in order was flagged whenever another partition's later events
+  happened to be read first. Never withdrawn. An event of a densely
   numbered source whose number was already seen is a re-delivery (a worker restarted
   before committing its offsets) and is not judged again, so a restart adds no alert.
 * ``sequence-gap`` is for sources that number their events densely (1, 2, 3...: the
@@ -158,6 +162,8 @@ class Fact:
     index: int = 0
     #: a source subject: the event's number in its source (0: not numbered)
     sequence: int = 0
+    #: a source subject: the raw-topic partition the event came through (-1: unknown)
+    partition: int = -1
 
     @property
     def fact_id(self) -> str:
@@ -170,7 +176,7 @@ class Fact:
                 "y": self.event_type, "t": self.at.isoformat(), "src": self.source,
                 "site": self.site, "lot": self.lot, "st": self.status,
                 "q": None if self.quantity is None else str(self.quantity), "u": self.unit,
-                "loc": self.location, "i": self.index, "n": self.sequence}  # fmt: skip
+                "loc": self.location, "i": self.index, "n": self.sequence, "p": self.partition}  # fmt: skip
         return data
 
     @classmethod
@@ -180,7 +186,8 @@ class Fact:
                    at=datetime.fromisoformat(d["t"]), source=d["src"], site=d["site"],
                    lot=d["lot"], status=d["st"],
                    quantity=None if d["q"] is None else Decimal(d["q"]), unit=d["u"],
-                   location=d["loc"], index=d["i"], sequence=d.get("n", 0))  # fmt: skip
+                   location=d["loc"], index=d["i"], sequence=d.get("n", 0),
+                   partition=d.get("p", -1))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +224,12 @@ def site_of(lot_id: str) -> str:
 # --------------------------------------------------------------------------- facts
 
 
-def facts_of(ev: LotEventBase) -> list[Fact]:
-    """Every fact an enterprise event states, about every subject it concerns."""
+def facts_of(ev: LotEventBase, *, partition: int = -1) -> list[Fact]:
+    """Every fact an enterprise event states, about every subject it concerns.
+
+    ``partition`` is the raw-topic partition the event came through: the source sends
+    each partition's events in order, which is what ``late-event`` judges by.
+    """
     env = ev.envelope
     base: dict[str, Any] = {
         "event_id": env.event_id,
@@ -229,7 +240,8 @@ def facts_of(ev: LotEventBase) -> list[Fact]:
     }
     lots = ev.lots()
     out = [Fact(subject=f"source:{env.source.system_instance}", role=FactRole.SEEN,
-                lot=lots[0] if lots else "", sequence=env.sequence, **base)]  # fmt: skip
+                lot=lots[0] if lots else "", sequence=env.sequence, partition=partition,
+                **base)]  # fmt: skip
 
     def lot(role: FactRole, lot_id: str, q: Quantity | None = None, location: Any = None,
             index: int = 0, status: str = "") -> None:  # fmt: skip
@@ -634,8 +646,8 @@ class SubjectState:
 
     facts: dict[str, Fact] = field(default_factory=dict)
     open: dict[str, IntegrityAlert] = field(default_factory=dict)
-    #: newest event time of a source subject (sources keep no facts)
-    newest: datetime | None = None
+    #: a source subject: its newest event time per raw partition (sources keep no facts)
+    newest: dict[int, datetime] = field(default_factory=dict)
     #: a source subject: when (wall clock) and which event it last sent
     last_arrival: datetime | None = None
     last_event: str = ""
@@ -646,7 +658,7 @@ class SubjectState:
         """The table value."""
         return {"facts": [f.to_json() for f in self.facts.values()],
                 "open": [a.model_dump(mode="json") for a in self.open.values()],
-                "newest": None if self.newest is None else self.newest.isoformat(),
+                "newest": {str(p): at.isoformat() for p, at in self.newest.items()},
                 "arrival": None if self.last_arrival is None else self.last_arrival.isoformat(),
                 "last_event": self.last_event,
                 "seq": None if self.numbering is None else self.numbering.to_json()}  # fmt: skip
@@ -661,13 +673,20 @@ class SubjectState:
         return cls(
             facts={f.fact_id: f for f in facts},
             open={a.alert_id: a for a in alerts},
-            newest=None if data["newest"] is None else datetime.fromisoformat(data["newest"]),
+            newest=_newest_of(data["newest"]),
             last_arrival=None
             if not data.get("arrival")
             else datetime.fromisoformat(data["arrival"]),
             last_event=str(data.get("last_event", "")),
             numbering=Numbering.from_json(data["seq"]) if data.get("seq") else None,
         )
+
+
+def _newest_of(data: Any) -> dict[int, datetime]:
+    # an earlier version kept one time for all partitions: its sources are judged afresh
+    if not isinstance(data, dict):
+        return {}
+    return {int(p): datetime.fromisoformat(at) for p, at in data.items()}
 
 
 def step(
@@ -747,11 +766,12 @@ def _source_step(
                     finding = gap_finding(f.subject, state.numbering, filled)
                     out.append(IntegrityAlert.from_finding(finding, AlertState.WITHDRAWN, now))
             changed = changed or fresh
-        finding = late_finding(f, state.newest, th) if fresh else None
+        newest = state.newest.get(f.partition)
+        finding = late_finding(f, newest, th) if fresh else None
         if finding is not None:
             out.append(IntegrityAlert.from_finding(finding, AlertState.OPEN, now))
-        if state.newest is None or f.at > state.newest:
-            state.newest = f.at
+        if newest is None or f.at > newest:
+            state.newest[f.partition] = f.at
             changed = True
         stalled = [aid for aid, a in state.open.items() if a.rule is Rule.SOURCE_STALL]
         for aid in stalled:  # it speaks again

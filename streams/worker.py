@@ -405,7 +405,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                     lots[0].encode() if lots else out.envelope.event_id.encode(),
                     deps.serde.encode(out, topic=topics.enterprise),
                 )
-                facts.extend(facts_of(out))
+                facts.extend(facts_of(out, partition=msg.partition))
                 stats.normalized += 1
             for partition, part_facts in by_partition(facts).items():
                 await produce(topics.integrity_facts, part_facts[0].subject.encode(),
