@@ -52,7 +52,7 @@ from schemas.model import check_enterprise
 from schemas.serde import make_serde
 from schemas.sites import load_sites
 from streams.normalize import normalize
-from streams.worker import HEARTBEAT_COMPONENT
+from streams.worker import HEARTBEAT_COMPONENT, tune_gc
 from trace_api.app import create_app
 
 #: one event in this many is polled for over HTTP (each poll is one request per sample)
@@ -114,6 +114,7 @@ def run_worker(*, with_sink: bool) -> None:
         raise SystemExit(f"expected one sink agent in the worker app, found {sinks}")
     if not with_sink:
         del app.agents[sinks[0]]
+    tune_gc()
     quiet_worker(app, loglevel="WARNING").execute_from_commandline()
 
 
@@ -232,8 +233,10 @@ def _profile(pid: int, seconds: float, folder: Path) -> str:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
+    for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue  # a sample torn by --nonblocking (read while the stack changed)
         count = int(count_text)
         frames = stack.split(";")
         total += count
@@ -308,6 +311,7 @@ def throughput(events: int, profile: bool) -> None:
 
         out = settings.topics.enterprise.replace("enterprise", "bare-out")
         _create(settings, out)
+        tune_gc()  # like for like: the loop gets the worker's collector settings
         bare = asyncio.run(_bare_loop(settings, events, out))
 
     print(f"stream worker throughput, {events:,} events of {events * 4 // 13:,}+ lots, "

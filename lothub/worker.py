@@ -11,7 +11,7 @@ from lothub.runtime import ensure_topics
 from lothub.settings import Settings
 from schemas.serde import make_serde
 from streams.integrity import Thresholds
-from streams.worker import WorkerDeps, create_app, quiet_worker
+from streams.worker import WorkerDeps, create_app, quiet_worker, tune_gc
 
 
 def worker_deps(settings: Settings, store: GenealogyStore) -> WorkerDeps:
@@ -60,5 +60,6 @@ def run_worker(settings: Settings) -> int:
 
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings.faust_config(), deps)
+    tune_gc()
     quiet_worker(app, loglevel=settings.log_level).execute_from_commandline()
     return 0

@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -292,6 +293,21 @@ class WorkerDeps:
     thresholds: Thresholds = field(default_factory=Thresholds)
     #: how often the clock-driven rules (stalls, overdue transfers) are checked
     tick_s: float = 60.0
+
+
+def tune_gc() -> None:
+    """Keep Python's cyclic collector from eating the worker's time; call once, at start.
+
+    Every record faust handles allocates a few dozen container objects, so the default
+    threshold (a young collection every 700 allocations) ran several collections per
+    batch, each one walking the worker's long-lived start-up heap (faust, aiokafka,
+    SQLAlchemy, the site tables) again: 2-3.4 s of every 20,000 events went to the
+    collector. Freezing that heap moves it out of the collector's view, and a young
+    collection every 10,000 allocations still frees the short-lived cycles promptly.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def quiet_worker(app: faust.App, *, loglevel: str) -> faust.Worker:
