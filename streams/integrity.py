@@ -79,7 +79,6 @@ Example::
 from __future__ import annotations
 
 import bisect
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +87,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Counter
 
@@ -324,12 +324,12 @@ def by_partition(facts: Iterable[Fact]) -> dict[int, list[Fact]]:
 
 def encode_facts(facts: Sequence[Fact]) -> bytes:
     """A facts-topic value: facts of subjects of one partition, in the order read."""
-    return json.dumps([f.to_json() for f in facts], separators=(",", ":")).encode()
+    return orjson.dumps([f.to_json() for f in facts])
 
 
 def decode_facts(data: bytes) -> list[Fact]:
     """Inverse of :func:`encode_facts`."""
-    return [Fact.from_json(d) for d in json.loads(data)]
+    return [Fact.from_json(d) for d in orjson.loads(data)]
 
 
 # --------------------------------------------------------------------------- rules
