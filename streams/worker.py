@@ -34,14 +34,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from genealogy.alerts import upsert_alerts
 from genealogy.store import GenealogyStore, Progress
@@ -85,6 +88,8 @@ SINK_BATCH = 500
 SINK_WITHIN_S = 0.1
 #: longest a fetch waits for records (see PromptFetchConsumerThread)
 FETCH_MAX_WAIT_MS = 100
+#: longest :func:`fetched_ends` waits for the fetches that tell the partitions' ends
+PROBE_TIMEOUT_S = 10.0
 #: raw records normalized per batch; its facts leave as one message per partition
 NORMALIZE_BATCH = 500
 NORMALIZE_WITHIN_S = 0.05
@@ -203,18 +208,76 @@ class RewindWatch:
         self._next.update(positions)
 
 
+async def fetched_ends(
+    probe: AIOKafkaConsumer, listed: Mapping[TP, int], *, timeout_s: float = PROBE_TIMEOUT_S
+) -> dict[TP, int]:
+    """The end offsets of ``listed``'s partitions as a fetch reports them.
+
+    ``listed`` are the ends a ListOffsets request gave. The embedded broker (Tansu
+    0.6) answers that with the first offset of the partition's last stored batch + 1,
+    whatever the batch holds (a burst of 3,000 records sent as one batch: end 1), while
+    the high watermark of its fetch responses is right. So ``probe``, a consumer of no
+    group, fetches each partition from ``listed - 1`` and its high watermark is taken;
+    on Kafka the two agree. A partition no fetch answers for within ``timeout_s`` (or
+    a failed fetch) keeps its listed end, with a warning.
+    """
+    wanted = {tp: end for tp, end in listed.items() if end}  # ends at 0: nothing stored
+    ends = dict(listed)
+    if not wanted:
+        return ends
+    probe.assign(list(wanted))
+    for tp, end in wanted.items():
+        probe.seek(tp, end - 1)
+    deadline = time.monotonic() + timeout_s
+    pending = list(wanted)
+    try:
+        while pending and time.monotonic() < deadline:
+            await probe.getmany(*pending, timeout_ms=FETCH_MAX_WAIT_MS, max_records=1)
+            pending = [tp for tp in pending if probe.highwater(tp) is None]
+    except KafkaError as exc:  # the listed ends are still a start
+        log.warning("fetching the partitions' ends failed: %r", exc)
+    for tp in wanted:
+        fetched = probe.highwater(tp)
+        if fetched is None:
+            log.warning("%s[%s]: no fetch answered within %.0fs; taking its listed end %d",
+                        tp.topic, tp.partition, timeout_s, listed[tp])  # fmt: skip
+        else:
+            ends[tp] = max(listed[tp], fetched)
+    probe.unsubscribe()
+    return ends
+
+
 class PromptFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread, with fetches that wait at most ``FETCH_MAX_WAIT_MS``.
 
     faust fixes the fetch wait at 1.5 s. Kafka answers a waiting fetch as soon as a
     record arrives, but the embedded broker (Tansu) answers only when the wait is up:
     each hop of the flow then added up to 1.5 s to a record's way into the store.
+
+    It also keeps a consumer of no group for :func:`fetched_ends`, started when first
+    needed.
     """
+
+    _probe: AIOKafkaConsumer | None = None
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
         return consumer
+
+    async def fetched_ends(self, listed: Mapping[TP, int]) -> dict[TP, int]:
+        """:func:`fetched_ends` with this thread's probe (runs on the thread's loop)."""
+        if self._probe is None:
+            probe = self._create_client_consumer(self.transport)  # type: ignore[arg-type]
+            await probe.start()
+            self._probe = probe
+        return await fetched_ends(self._probe, listed)
+
+    async def on_thread_stop(self) -> None:
+        """Stop the probe with the consumer."""
+        await super().on_thread_stop()
+        if self._probe is not None:
+            await self._probe.stop()
 
 
 class RewindSafeConsumer(faust_aiokafka.Consumer):
@@ -238,9 +301,42 @@ class RewindSafeConsumer(faust_aiokafka.Consumer):
     """
 
     rewinds = 0
+    _thread: PromptFetchConsumerThread
 
     def _new_consumer_thread(self) -> PromptFetchConsumerThread:
         return PromptFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets as fetches report them (:func:`fetched_ends`).
+
+        faust's table recovery reads each changelog partition up to these: with the
+        embedded broker's listed ends it stopped short of the state a killed worker had
+        written last, and the restarted worker checked facts against stale state.
+        """
+        listed = await self._thread.highwaters(*partitions)
+        ends: dict[TP, int] = await self._thread.call_thread(self._thread.fetched_ends, listed)
+        return ends
+
+    async def lag(self) -> int:
+        """Records waiting on the partitions this worker's agents read (0 if unknown yet).
+
+        Cheap enough for every heartbeat: the listed ends, raised to the high watermark
+        of the last fetch of each partition where that is higher (see :func:`fetched_ends`).
+        """
+        # A changelog partition is read only while recovering: its end moves on with
+        # every state write and its position stays, which is no work waiting.
+        changelogs = self.app.tables.changelog_topics
+        assignment = {tp for tp in self.assignment() if tp.topic not in changelogs}
+        if not assignment:
+            return 0
+        listed = await self._thread.highwaters(*assignment)
+        behind = 0
+        for tp in assignment:
+            position = await self.position(tp)
+            end = max(listed.get(tp) or 0, self.highwater(tp) or 0)
+            if position is not None:
+                behind += max(0, end - position)
+        return behind
 
     async def getmany(self, timeout: float) -> Any:
         """faust's fetch loop, resetting a partition's state when its offsets go back."""
@@ -535,10 +631,11 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
 
     @app.timer(deps.heartbeat_s)
     async def heartbeat() -> None:
+        lag = 0
         if isinstance(app.consumer, RewindSafeConsumer):
             await app.consumer.rewind_beyond_end()
             stats.offset_rewinds = app.consumer.rewinds
-        lag = await _lag(app)
+            lag = await _lag(app.consumer)
         stuck = watch.stalled(processed=stats.processed, lag=lag, now=time.monotonic())
         try:
             deps.store.heartbeat(HEARTBEAT_COMPONENT, healthy=not stuck, detail=stats.as_json())
@@ -567,23 +664,13 @@ def _check_rewind(rewind: RewindWatch, app: faust.App, tp: Any, stats: WorkerSta
     )  # fmt: skip
 
 
-async def _lag(app: faust.App) -> int:
-    """Records behind the end of the partitions this worker owns (0 if unknown yet)."""
-    consumer = app.consumer
-    assignment = consumer.assignment()
-    if not assignment:
-        return 0
+async def _lag(consumer: RewindSafeConsumer) -> int:
+    """:meth:`RewindSafeConsumer.lag`, 0 when the broker cannot say."""
     try:
-        ends = await consumer.highwaters(*assignment)
-        behind = 0
-        for tp in assignment:
-            position = await consumer.position(tp)
-            if position is not None and tp in ends:
-                behind += max(0, ends[tp] - position)
+        return await consumer.lag()
     except Exception as exc:  # a metadata hiccup must not kill the heartbeat
         log.warning("lag unknown: %s", exc)
         return 0
-    return behind
 
 
 async def _retry(write: Callable[[], T], stats: WorkerStats) -> T:
