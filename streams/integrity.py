@@ -653,6 +653,10 @@ class SubjectState:
     last_event: str = ""
     #: a densely numbered source subject: the numbers it sent
     numbering: Numbering | None = None
+    #: alerts decided but not yet known to be published, oldest first: the state is
+    #: written with them before they are sent, so a worker that dies in between leaves
+    #: them to its successor instead of an alert no state remembers (see the worker)
+    outbox: list[IntegrityAlert] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The table value."""
@@ -661,7 +665,8 @@ class SubjectState:
                 "newest": {str(p): at.isoformat() for p, at in self.newest.items()},
                 "arrival": None if self.last_arrival is None else self.last_arrival.isoformat(),
                 "last_event": self.last_event,
-                "seq": None if self.numbering is None else self.numbering.to_json()}  # fmt: skip
+                "seq": None if self.numbering is None else self.numbering.to_json(),
+                "outbox": [a.model_dump(mode="json") for a in self.outbox]}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> SubjectState:
@@ -679,6 +684,7 @@ class SubjectState:
             else datetime.fromisoformat(data["arrival"]),
             last_event=str(data.get("last_event", "")),
             numbering=Numbering.from_json(data["seq"]) if data.get("seq") else None,
+            outbox=[IntegrityAlert.model_validate(a) for a in data.get("outbox", [])],
         )
 
 

@@ -12,7 +12,8 @@ Two agents, one per hop of the main flow (:mod:`schemas.topics`):
 
 and the integrity checks (:mod:`streams.integrity`): ``normalize`` also publishes
 each batch's facts, one record per partition of their subjects, ``integrity_check``
-evaluates the rules against each subject's state (a faust table), and ``alert_sink``
+evaluates the rules against each subject's state (a faust table, whose changelog it
+writes itself: state first, with the alerts decided, then the alerts), and ``alert_sink``
 stores the alerts. The hot agents take batches and send straight to the producer. Dead
 letters (unmapped values) and conflicting re-sends (found by ``sink``) raise alerts
 directly.
@@ -41,6 +42,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -72,6 +74,7 @@ from streams.integrity import (
     decode_facts,
     encode_facts,
     facts_of,
+    partition_of,
     step,
     tick,
     unmapped_alert,
@@ -465,9 +468,18 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         ),
     )
 
+    async def write_state(key: bytes, value: dict[str, Any]) -> Awaitable[Any]:
+        """Set a subject's state and queue it on the changelog, as faust's recovery reads it.
+
+        The result resolves on the broker's ack.
+        """
+        state.data[key] = value
+        partition = partition_of(key.decode(), INTEGRITY_STATE.partitions)
+        return await produce(topics.integrity_state, key, orjson.dumps(value), partition)
+
     async def publish_alert(alert: IntegrityAlert) -> None:
-        # Wait for the broker's ack: state that says "published" must never outlive
-        # an alert lost in a producer buffer.
+        # Wait for the broker's ack: the record that raised it is not acknowledged before
+        # the alert is delivered.
         delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=encode_alert(alert))
         await delivery
         stats.alerts += 1
@@ -542,22 +554,34 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             # A subject's facts of the whole batch are one step, in the order they came:
             # its state is read, evaluated and written once instead of once per message.
             changed: dict[bytes, dict[str, Any]] = {}
-            deliveries: list[Awaitable[Any]] = []
+            outboxes: dict[bytes, list[IntegrityAlert]] = {}
             for key, subject_facts in incoming.items():
-                subject_state = SubjectState.from_json(state.get(key))
+                subject_state = SubjectState.from_json(state.data.get(key))
+                # an outbox still full was left by a worker that died before sending it
+                unsent = subject_state.outbox
                 dirty, alerts = step(subject_state, subject_facts, deps.thresholds,
                                      datetime.now(UTC))  # fmt: skip
-                for alert in alerts:
-                    deliveries.append(await produce(
-                        topics.integrity_alerts, alert.alert_id.encode(), encode_alert(alert)))  # fmt: skip
-                if dirty:
+                subject_state.outbox = unsent + alerts
+                if subject_state.outbox:
+                    outboxes[key] = subject_state.outbox
+                if dirty or subject_state.outbox:
                     changed[key] = subject_state.to_json()
-            # State that says "published" must never outlive an alert lost in a producer
-            # buffer: the table is written once the broker acknowledged the batch's alerts.
+            # Write-ahead: the state, with the alerts it decided, reaches the changelog before
+            # any alert is sent, and the batch's facts are acknowledged after both. Sending
+            # first let a worker killed in between leave an alert open (decided on part of a
+            # batch's facts) that its successor, deciding on all of them, never withdrew.
+            # faust's own table writes are bypassed: they wait in a buffer that its
+            # pre-commit flush stops draining after 0.1 s.
+            await asyncio.gather(*[await write_state(key, value) for key, value in changed.items()])
+            deliveries = [
+                await produce(topics.integrity_alerts, alert.alert_id.encode(), encode_alert(alert))
+                for outbox in outboxes.values()
+                for alert in outbox
+            ]
             await asyncio.gather(*deliveries)
             stats.alerts += len(deliveries)
-            for key, value in changed.items():
-                state[key] = value
+            for key in outboxes:  # sent: a successor need not send them again
+                await write_state(key, {**changed[key], "outbox": []})
             stats.checked += count
 
     @app.agent(alerts_topic)
@@ -617,11 +641,13 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
     async def clock() -> None:
         # Tables are written from the stream only: the timer sends each source and each
         # unreceived transfer on this worker's partitions a tick, which the check agent takes.
+        # A subject recovered with alerts in its outbox gets one too: the check agent sends them.
         now = datetime.now(UTC)
-        for key in list(state.keys()):
-            if key.startswith(b"transfer:"):
-                value = state.get(key) or {}
-                if any(f.get("r") == "origin" for f in value.get("facts", [])):
+        for key, value in list(state.data.items()):
+            if value and value.get("outbox"):
+                pass
+            elif key.startswith(b"transfer:"):
+                if any(f.get("r") == "origin" for f in (value or {}).get("facts", [])):
                     continue  # received: nothing can become overdue
             elif not key.startswith(b"source:"):
                 continue

@@ -231,6 +231,19 @@ def test_a_late_origin_withdraws_the_orphan_alert_with_the_same_id() -> None:
     ]
 
 
+def test_alerts_waiting_to_be_sent_survive_in_the_state() -> None:
+    # The worker writes the state with the alerts it decided before sending them; the
+    # changelog's copy must give a successor exactly those alerts, in order.
+    state = SubjectState()
+    _, opened = step(state, [fact(FactRole.USE, 10, qty="1")], TH, NOW)
+    state.outbox = opened
+    again = SubjectState.from_json(state.to_json())
+    assert [(a.alert_id, a.state) for a in again.outbox] == [(opened[0].alert_id, AlertState.OPEN)]
+    assert SubjectState.from_json({**state.to_json(), "outbox": []}).outbox == []
+    del_outbox = {k: v for k, v in state.to_json().items() if k != "outbox"}
+    assert SubjectState.from_json(del_outbox).outbox == [], "an earlier version's state loads"
+
+
 def final_open(facts: list[Fact]) -> set[str]:
     states: dict[str, SubjectState] = {}
     opened: dict[str, IntegrityAlert] = {}
