@@ -154,6 +154,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Pop
 
     yield start
     for child, log in children:
+        # read before stopping it: the lines of a hung worker say where it hangs
+        lines = log.read_text(errors="replace").splitlines()
         if child.poll() is None:
             child.terminate()
             try:
@@ -161,10 +163,21 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Pop
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        print(
-            f"--- {log.name} (last lines) ---\n"
-            + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        )
+        print(f"--- {log.name}: {worker_log_digest(lines)}")
+
+
+#: a WARNING faust logs whenever its producer buffer fills, which says nothing of a fault
+_NOISE = ("producer buffer full", "producer flush took", "woke up too late")
+
+
+def worker_log_digest(lines: list[str], *, last: int = 15, warnings: int = 12) -> str:
+    """A worker log shortened for a failure report: its first warnings, then its last lines."""
+    flagged = [line for line in lines if ("[WARNING]" in line or "[ERROR]" in line)
+               and not any(noise in line for noise in _NOISE)]  # fmt: skip
+    head = "\n".join(flagged[:warnings])
+    more = f"\n(+{len(flagged) - warnings} more warnings)" if len(flagged) > warnings else ""
+    tail = "\n".join(lines[-last:])
+    return f"{len(flagged)} warnings/errors\n{head}{more}\n... last lines:\n{tail}"
 
 
 def wait_for(

@@ -7,17 +7,16 @@ genealogy is the one a clean single pass builds. Set ``LOTHUB_TEST_SEED`` to rep
 failing run (the seed is printed).
 
 The load has faults (``plant_load(faults=True)``: holds ignored, receipts lost, batches
-over-reported), so it raises about 60 alerts, and no finding is open under two ids. The
-open alerts, as findings (rule, subject, lots, evidence and details), are compared with
-those of a clean single pass of the rules over the same events
-(:func:`tests.helpers.clean_pass_alerts`) and the difference printed: not yet asserted,
-see the known defect in the README. A
+over-reported), so it raises about 60 alerts. The open alerts, as findings (rule,
+subject, lots, evidence and details), must be those of a clean single pass of the rules
+over the same events (:func:`tests.helpers.clean_pass_alerts`), each open once. A
 restart reads facts again and the facts topic interleaves partitions differently, so
 the kill run may also store alerts it opened on partial facts (a batch whose inputs had
-not all arrived) and withdrew when the rest came: those are WITHDRAWN, never open twice.
-The late-event rule judges arrival order, which the raw topic's six partitions do not
-keep, so its horizon is set beyond the load's span here; re-delivered events are not
-judged again (tests/unit/test_integrity_rules.py), so a restart adds none.
+not all arrived) and withdrew when the rest came: those are WITHDRAWN, never open.
+The late-event rule judges the order within each raw partition, while the clean pass
+reads the events as one stream, so its horizon is set beyond the load's span here;
+re-delivered events are not judged again (tests/unit/test_integrity_rules.py), so a
+restart adds none.
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ COMPARED_TABLES = [t.name for t in GENEALOGY_TABLES]
 DENSE_SOURCES = frozenset({"erp-alp", "lims-alp", "mes-alp", "erp-brk"})
 #: Short grace and tick, so the gaps of the lost receipts open soon after the last event.
 GAP_S, TICK_S = 15, 2
+STALL_S = 30
 THRESHOLDS = Thresholds(
     late_horizon=timedelta(days=365),
     # the load's transfers shipped months ago by event time: only the order of a receipt
@@ -91,6 +91,8 @@ def test_worker_killed_at_random_points_stores_every_event_once(
         "LOTHUB_INTEGRITY_DENSE_SOURCES": ",".join(sorted(DENSE_SOURCES)),
         "LOTHUB_INTEGRITY_SEQUENCE_GAP_S": str(GAP_S),
         "LOTHUB_INTEGRITY_TICK_S": str(TICK_S),
+        # a worker that stops making progress exits (non-zero) soon instead of hanging
+        "LOTHUB_WORKER_STALL_TIMEOUT_S": str(STALL_S),
         "LOTHUB_INTEGRITY_LATE_HORIZON_S": str(THRESHOLDS.late_horizon.total_seconds()),
         "LOTHUB_INTEGRITY_TRANSFER_SLA_H": str(THRESHOLDS.transfer_sla.total_seconds() / 3600),
     }.items():
@@ -144,11 +146,10 @@ def test_worker_killed_at_random_points_stores_every_event_once(
         time.sleep(0.5)  # the checks may still be behind the sink
     assert duplicated(store, "integrity_alerts", ["rule", "subject", "details"],
                       where={"state": "OPEN"}) == [], "one finding, one open alert"  # fmt: skip
-    # Known defect (README, integrity alerts): in an earlier variant of this test a kill left
-    # 2-5 open alerts a clean pass does not have in 4 of 6 runs. Until that is understood
-    # the difference is printed, not asserted, so a run that shows it stays readable.
     found = open_alert_keys(store)
-    print(f"kill test: {len(expected)} open alerts in a clean pass; the kill run has "
-          f"{len(found - expected)} more {sorted(found - expected)} and misses "
-          f"{len(expected - found)} {sorted(expected - found)}")  # fmt: skip
+    assert found == expected, (
+        f"{len(expected)} open alerts in a clean pass; the kill run has "
+        f"{len(found - expected)} more {sorted(found - expected)} and misses "
+        f"{len(expected - found)} {sorted(expected - found)}"
+    )
     assert last.poll() is None, "the last worker is still running"
