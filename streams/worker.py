@@ -507,8 +507,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
     async def publish_alert(alert: IntegrityAlert) -> None:
         # Wait for the broker's ack: the record that raised it is not acknowledged before
         # the alert is delivered.
-        delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=encode_alert(alert))
-        await delivery
+        await (await produce(topics.integrity_alerts, alert.alert_id.encode(), encode_alert(alert)))
         stats.alerts += 1
 
     async def park(dlq: Any, msg: Any, exc: DataError) -> None:
@@ -671,14 +670,8 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         # A subject recovered with alerts in its outbox gets one too: the check agent sends them.
         now = datetime.now(UTC)
         for key, value in list(state.data.items()):
-            if value and value.get("outbox"):
-                pass
-            elif key.startswith(b"transfer:"):
-                if any(f.get("r") == "origin" for f in (value or {}).get("facts", [])):
-                    continue  # received: nothing can become overdue
-            elif not key.startswith(b"source:"):
-                continue
-            await facts_topic.send(key=key, value=encode_facts([tick(key.decode(), now)]))
+            if _wants_tick(key, value):
+                await facts_topic.send(key=key, value=encode_facts([tick(key.decode(), now)]))
 
     watch = ProgressWatch(deps.stall_s)
 
@@ -700,6 +693,15 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             os._exit(EXIT_STALLED)  # faust would wait on the stuck task; nothing left to flush
 
     return app
+
+
+def _wants_tick(key: bytes, value: dict[str, Any] | None) -> bool:
+    """Whether the clock sends this subject of the state table a tick."""
+    if value and value.get("outbox"):
+        return True  # recovered with alerts unsent: the check agent sends them
+    if key.startswith(b"transfer:"):  # unless received: then nothing can become overdue
+        return not any(f.get("r") == "origin" for f in (value or {}).get("facts", []))
+    return key.startswith(b"source:")
 
 
 def _check_rewind(rewind: RewindWatch, app: faust.App, tp: Any, stats: WorkerStats) -> None:

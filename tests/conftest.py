@@ -166,7 +166,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Pop
         print(f"--- {log.name}: {worker_log_digest(lines)}")
 
 
-#: a WARNING faust logs whenever its producer buffer fills, which says nothing of a fault
+#: faust's routine chatter (a full producer buffer, a late timer), which says nothing of a fault
 _NOISE = ("producer buffer full", "producer flush took", "woke up too late")
 
 
