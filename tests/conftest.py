@@ -129,6 +129,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "LOTHUB_SITE_CONFIG": str(settings.site_config),
             "LOTHUB_DATA_DIR": str(settings.data_dir),
             "LOTHUB_LOG_LEVEL": "INFO",
+            # a killed worker's last lines would die in its buffer, and they say the most
+            "PYTHONUNBUFFERED": "1",
         }
     )
     return env
@@ -186,16 +188,25 @@ def wait_for(
     what: str,
     poll_s: float = 0.3,
     fail_if: Callable[[], bool] | None = None,
+    explain: Callable[[], str] | None = None,
 ) -> None:
-    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s`` or once ``fail_if``."""
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s`` or once ``fail_if``.
+
+    ``explain`` adds what the failure report should say about the state of things (the
+    report's own captured output may be cut short where it matters).
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         if fail_if is not None and fail_if():
-            pytest.fail(f"gave up waiting for {what}: a process it depends on died")
+            pytest.fail(f"gave up waiting for {what}: a process it depends on died{_why(explain)}")
         time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}{_why(explain)}")
+
+
+def _why(explain: Callable[[], str] | None) -> str:
+    return "" if explain is None else f"\n{explain()}"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from genealogy import tables
 from genealogy.store import GenealogyStore, utc
 from lothub.settings import Settings
-from schemas.alerts import AlertState, IntegrityAlert
+from schemas.alerts import AlertState, IntegrityAlert, decode_alert
 from schemas.model import LotEventBase
 from schemas.sites import SitesConfig
 from streams.integrity import Fact, SubjectState, Thresholds, facts_of, step, tick
@@ -121,6 +121,30 @@ def read_topic(
         return records
     finally:
         consumer.close()
+
+
+def alert_history(settings: Settings, subjects: Iterable[str]) -> str:
+    """What the topics hold of ``subjects``: each alert message and each state written.
+
+    For a failure report: whether an alert left open was never withdrawn, withdrawn and
+    raised again, or raised by a state that had lost facts.
+    """
+    wanted = set(subjects)
+    lines: list[str] = []
+    for msg in read_topic(settings, settings.topics.integrity_alerts):
+        alert = decode_alert(msg.value())
+        if alert.subject in wanted:
+            lines.append(f"alert  p{msg.partition()}@{msg.offset()} {alert.alert_id[:8]} "
+                         f"{alert.state.value} lots={alert.lots} at {alert.detected_at}")  # fmt: skip
+    for msg in read_topic(settings, settings.topics.integrity_state):
+        key = (msg.key() or b"").decode()
+        if key in wanted:
+            state = SubjectState.from_json(json.loads(msg.value() or b"null"))
+            lines.append(f"state  p{msg.partition()}@{msg.offset()} {key} "
+                         f"facts={sorted(f.lot for f in state.facts.values())} "
+                         f"open={sorted(a[:8] for a in state.open)} "
+                         f"outbox={[(a.alert_id[:8], a.state.value) for a in state.outbox]}")  # fmt: skip
+    return "\n".join(lines)
 
 
 #: An alert as a finding: what it says and on which evidence, not when it was detected.

@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from subprocess import Popen
 
 import pytest
@@ -41,9 +42,10 @@ from lothub.settings import Settings
 from schemas.serde import make_serde
 from schemas.sites import SitesConfig
 from streams.integrity import Thresholds
-from tests.conftest import wait_for
+from tests.conftest import wait_for, worker_log_digest
 from tests.helpers import (
     GENEALOGY_TABLES,
+    alert_history,
     clean_pass_alerts,
     duplicated,
     normalized,
@@ -86,6 +88,7 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     start_worker: Callable[[Settings], Popen[bytes]],
     demo_sites: SitesConfig,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     for name, value in {
         "LOTHUB_INTEGRITY_DENSE_SOURCES": ",".join(sorted(DENSE_SOURCES)),
@@ -127,8 +130,19 @@ def test_worker_killed_at_random_points_stores_every_event_once(
         print(f"kill {n}: at {store.event_count()} stored (threshold {threshold})")
 
     last = start_worker(settings)
+
+    def last_worker() -> str:
+        with store.engine.connect() as conn:
+            beats = [dict(b) for b in conn.execute(select(tables.heartbeats)).mappings()]
+        log = max(tmp_path.glob("worker-*.log"), key=lambda p: int(p.stem.split("-")[1]))
+        lines = log.read_text(errors="replace").splitlines()
+        missing = sorted(sent - set(stored_ids(store)))
+        return (f"{store.event_count()} stored, missing {len(missing)} {missing[:5]}; "
+                f"heartbeats {beats}\n"
+                f"{log.name}: {worker_log_digest(lines, last=30)}")  # fmt: skip
+
     wait_for(lambda: store.event_count() >= EVENTS, 180, f"all {EVENTS} events stored",
-             fail_if=lambda: last.poll() is not None)  # fmt: skip
+             fail_if=lambda: last.poll() is not None, explain=last_worker)  # fmt: skip
     ids = stored_ids(store)
     assert len(ids) == EVENTS, "each event stored once"
     assert set(ids) == sent, "exactly the events sent"
@@ -147,6 +161,8 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     assert duplicated(store, "integrity_alerts", ["rule", "subject", "details"],
                       where={"state": "OPEN"}) == [], "one finding, one open alert"  # fmt: skip
     found = open_alert_keys(store)
+    if found != expected:
+        print(alert_history(settings, {subject for _, subject, *_ in found ^ expected}))
     assert found == expected, (
         f"{len(expected)} open alerts in a clean pass; the kill run has "
         f"{len(found - expected)} more {sorted(found - expected)} and misses "
