@@ -284,7 +284,10 @@ class PromptFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class RewindSafeConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, made to follow a partition that restarts at offset 0.
+    """faust's aiokafka consumer: no record skipped, even when a partition restarts at 0.
+
+    It hands faust each stream partition's records strictly in offset order
+    (:meth:`getmany`), so faust never counts a record it was not given as done.
 
     When the broker loses its data (the embedded one restarts empty) or a topic is
     recreated, the partitions start again at offset 0 while the consumer still holds
@@ -296,15 +299,28 @@ class RewindSafeConsumer(faust_aiokafka.Consumer):
       to their start;
     * faust drops every record below the last offset it read from a partition,
       taking it for a re-delivery; :meth:`getmany` forgets faust's read and commit
-      state of a partition as soon as a record arrives behind it.
+      state of a partition whose records arrive behind it while it ends before.
 
-    A true re-delivery is then processed twice, which the store's idempotent writes
-    make harmless. ``rewinds`` counts both cases for the heartbeat. Its fetches wait
-    less than faust's (:class:`PromptFetchConsumerThread`).
+    Records after such a restart are processed even where the store already holds
+    them, which its idempotent writes make harmless. ``rewinds`` counts both cases for
+    the heartbeat. Its fetches wait less than faust's (:class:`PromptFetchConsumerThread`).
+
+    Example (what ``create_app`` does, per app)::
+
+        app.transport.Consumer = RewindSafeConsumer
     """
 
     rewinds = 0
     _thread: PromptFetchConsumerThread
+    #: per stream partition, the offset to hand over next (see :meth:`getmany`)
+    _expected: dict[TP, int]
+    #: per stream partition, the hole last fetched again: (first missing, next present)
+    _holes: dict[TP, tuple[int, int]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._expected = {}
+        self._holes = {}
 
     def _new_consumer_thread(self) -> PromptFetchConsumerThread:
         return PromptFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -342,45 +358,102 @@ class RewindSafeConsumer(faust_aiokafka.Consumer):
         return behind
 
     async def getmany(self, timeout: float) -> Any:
-        """faust's fetch loop, resetting a partition's state when its offsets go back.
+        """faust's fetch loop, handing each stream partition's records over in order.
 
-        It also holds back a record fetched before a seek moved its partition back:
-        table recovery resumes the stream partitions, then seeks them to their committed
-        offsets while the fetch loop still holds records read from where they were. faust
-        takes such a record, ahead of the offset it now counts as read, for the end of a
-        gap (as in a compacted topic) and counts the offsets in between as done, so a
-        commit could pass records never processed: a worker killed then lost them (the
-        kill test's sequence gaps and mass-balance alerts missing inputs). The consumer,
-        already moved back, fetches the record again in its turn.
+        faust counts a record as done once its offset is passed: a record handed over
+        ahead of the next expected offset makes it take the offsets in between for a gap
+        (as in a compacted topic) and acknowledge them, so a commit could pass records
+        never processed, and a worker killed then lost them (the kill test's missing
+        events, and the facts missing from a state). Such records come from fetches
+        made before a seek moved the partition back: table recovery resumes the stream
+        partitions, then seeks them to their committed offsets while the fetch loop still
+        holds records read from further on. So per stream partition:
+
+        * the next expected offset passes, and becomes the one after it;
+        * a record ahead of it is dropped; if the consumer is already past it, the
+          partition is sought back to the expected offset to fetch the rest again. Only
+          when the same hole comes back from that fetch is it the partition's own, and
+          it is taken;
+        * a record behind it was handed over already and is dropped, unless the
+          partition now ends before the expected offset: the topic was recreated (a
+          broker that lost its data), and faust's read and commit state of the partition
+          is forgotten so the new records are processed instead of skipped.
+
+        Changelog partitions, read by table recovery, only get the last rule.
         """
+        changelogs = self.app.tables.changelog_topics
         held: set[TP] = set()
         async for tp, message in super().getmany(timeout):
-            read = self._read_offset.get(tp)
-            if read is not None and message.offset < read:
-                if (self.highwater(tp) or 0) < read:
-                    self.rewinds += 1
-                    log.error(
-                        "%s[%s] went back from offset %d to %d: the topic was recreated (a "
-                        "broker that lost its data?); processing from here instead of skipping",
-                        tp.topic, tp.partition, read, message.offset,
-                    )  # fmt: skip
-                else:  # the partition still reaches past it: a rebalance re-read
-                    log.info(
-                        "%s[%s]: reading again from the committed offset %d (read up to %d "
-                        "before a rebalance); the store ignores what it already holds",
-                        tp.topic, tp.partition, message.offset, read,
-                    )  # fmt: skip
-                self._forget(tp)
-            elif read is not None and message.offset > read + 1:
-                position = await self.position(tp)
-                if position is not None and position <= message.offset:
-                    if tp not in held:
-                        held.add(tp)
-                        log.info("%s[%s]: records from offset %d were fetched before a seek "
-                                 "back to %d; reading them again in order", tp.topic,
-                                 tp.partition, message.offset, position)  # fmt: skip
+            offset = message.offset
+            if tp.topic in changelogs:
+                read = self._read_offset.get(tp)
+                if read is not None and offset < read and (self.highwater(tp) or 0) < read:
+                    self._recreated(tp, read, offset)
+                yield tp, message
+                continue
+            expected = self._expected.get(tp)
+            if expected is not None and offset < expected:
+                if (self.highwater(tp) or 0) >= expected:
+                    continue  # handed over already
+                self._recreated(tp, expected, offset)
+            elif expected is not None and offset > expected:
+                if tp in held:
                     continue
+                held.add(tp)
+                if not await self._refetch(tp, expected, offset):
+                    continue
+            self._expected[tp] = offset + 1
             yield tp, message
+
+    async def _refetch(self, tp: TP, expected: int, offset: int) -> bool:
+        """Handle a record at ``offset`` ahead of ``expected``; True to take it anyway."""
+        position = await self.position(tp)
+        if position is not None and position <= offset:
+            log.info("%s[%s]: records from offset %d were fetched before a seek back to %d; "
+                     "reading them again in order", tp.topic, tp.partition, offset, position)  # fmt: skip
+            return False
+        if self._holes.get(tp) == (expected, offset):
+            del self._holes[tp]
+            log.warning("%s[%s]: offsets %d-%d do not exist (a compacted or transactional "
+                        "topic?); going on from %d", tp.topic, tp.partition, expected,
+                        offset - 1, offset)  # fmt: skip
+            return True
+        self._holes[tp] = (expected, offset)
+        log.info("%s[%s]: offset %d came before %d-%d; fetching them again from %d",
+                 tp.topic, tp.partition, offset, expected, offset - 1, expected)  # fmt: skip
+
+        async def seek_back() -> None:  # on the consumer's own thread, between its fetches
+            self._thread.seek(tp, expected)
+
+        await self._thread.call_thread(seek_back)
+        return False
+
+    def _recreated(self, tp: TP, read: int, offset: int) -> None:
+        self.rewinds += 1
+        log.error(
+            "%s[%s] went back from offset %d to %d: the topic was recreated (a broker that "
+            "lost its data?); processing from here instead of skipping",
+            tp.topic, tp.partition, read, offset,
+        )  # fmt: skip
+        self._forget(tp)
+
+    async def perform_seek(self) -> None:
+        """faust's seek to the committed offsets, which are then the next expected."""
+        await super().perform_seek()
+        self._expected = {tp: offset for tp, offset in self._read_offset.items()
+                          if offset is not None}  # fmt: skip
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        """faust's seek; ``offset`` is then the next expected."""
+        await super().seek(partition, offset)
+        self._expected[partition] = offset
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Forget what was expected of partitions this worker no longer reads."""
+        for tp in revoked:
+            self._expected.pop(tp, None)
+            self._holes.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
     async def rewind_beyond_end(self) -> None:
         """Seek every partition whose position is beyond its end back to its start."""
@@ -400,7 +473,7 @@ class RewindSafeConsumer(faust_aiokafka.Consumer):
 
     def _forget(self, tp: Any) -> None:
         for state in (self._read_offset, self._committed_offset, self._acked,
-                      self._acked_index, self._gap):  # fmt: skip
+                      self._acked_index, self._gap, self._expected, self._holes):  # fmt: skip
             state.pop(tp, None)
 
 

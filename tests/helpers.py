@@ -147,6 +147,23 @@ def alert_history(settings: Settings, subjects: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
+def where_events_are(settings: Settings, event_ids: Iterable[str]) -> str:
+    """For a failure report: where each of ``event_ids`` lies on the raw and enterprise topics.
+
+    The ids are searched as bytes (Avro writes strings as they are), so a record that
+    does not decode is found too.
+    """
+    wanted = {e.encode(): e for e in event_ids}
+    lines: list[str] = []
+    for topic in (settings.topics.raw, settings.topics.enterprise, settings.topics.enterprise_dlq,
+                  settings.topics.raw_dlq):  # fmt: skip
+        for msg in read_topic(settings, topic):
+            for raw, event_id in wanted.items():
+                if raw in (msg.value() or b""):
+                    lines.append(f"{event_id} on {topic}[{msg.partition()}]@{msg.offset()}")
+    return "\n".join(lines) or "on no topic"
+
+
 #: An alert as a finding: what it says and on which evidence, not when it was detected.
 AlertKey = tuple[str, str, str, str, str]
 

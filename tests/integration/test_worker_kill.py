@@ -51,6 +51,7 @@ from tests.helpers import (
     normalized,
     open_alert_keys,
     snapshot_tables,
+    where_events_are,
 )
 
 EVENTS = 20_000
@@ -138,7 +139,7 @@ def test_worker_killed_at_random_points_stores_every_event_once(
         lines = log.read_text(errors="replace").splitlines()
         missing = sorted(sent - set(stored_ids(store)))
         return (f"{store.event_count()} stored, missing {len(missing)} {missing[:5]}; "
-                f"heartbeats {beats}\n"
+                f"heartbeats {beats}\n{where_events_are(settings, missing[:5])}\n"
                 f"{log.name}: {worker_log_digest(lines, last=30)}")  # fmt: skip
 
     wait_for(lambda: store.event_count() >= EVENTS, 180, f"all {EVENTS} events stored",
