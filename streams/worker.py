@@ -403,6 +403,12 @@ class RewindSafeConsumer(faust_aiokafka.Consumer):
                 if not await self._refetch(tp, expected, offset):
                     continue
             self._expected[tp] = offset + 1
+            # The order is kept here, so faust's own check against the last offset it read
+            # is switched off: a seek while faust still delivers a record from before it
+            # leaves that offset above the records fetched again, which faust would then
+            # drop unacknowledged while acknowledging their successors, and its commit
+            # misses a hole of one record at the head of the acknowledged offsets.
+            self._read_offset[tp] = None
             yield tp, message
 
     async def _refetch(self, tp: TP, expected: int, offset: int) -> bool:
