@@ -162,11 +162,11 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     assert duplicated(store, "integrity_alerts", ["rule", "subject", "details"],
                       where={"state": "OPEN"}) == [], "one finding, one open alert"  # fmt: skip
     found = open_alert_keys(store)
-    if found != expected:
-        print(alert_history(settings, {subject for _, subject, *_ in found ^ expected}))
+    # in the message itself: a CI excerpt may cut the captured output short
     assert found == expected, (
         f"{len(expected)} open alerts in a clean pass; the kill run has "
         f"{len(found - expected)} more {sorted(found - expected)} and misses "
-        f"{len(expected - found)} {sorted(expected - found)}"
+        f"{len(expected - found)} {sorted(expected - found)}\n"
+        f"{alert_history(settings, {subject for _, subject, *_ in found ^ expected})}"
     )
     assert last.poll() is None, "the last worker is still running"
