@@ -583,10 +583,14 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         partition = partition_of(key.decode(), INTEGRITY_STATE.partitions)
         return await produce(topics.integrity_state, key, orjson.dumps(value), partition)
 
+    async def queue_alert(alert: IntegrityAlert) -> Awaitable[Any]:
+        """Queue an alert, keyed by its id; the result resolves on the broker's ack."""
+        return await produce(topics.integrity_alerts, alert.alert_id.encode(), encode_alert(alert))
+
     async def publish_alert(alert: IntegrityAlert) -> None:
         # Wait for the broker's ack: the record that raised it is not acknowledged before
         # the alert is delivered.
-        await (await produce(topics.integrity_alerts, alert.alert_id.encode(), encode_alert(alert)))
+        await (await queue_alert(alert))
         stats.alerts += 1
 
     async def park(dlq: Any, msg: Any, exc: DataError) -> None:
@@ -679,9 +683,7 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             # pre-commit flush stops draining after 0.1 s.
             await asyncio.gather(*[await write_state(key, value) for key, value in changed.items()])
             deliveries = [
-                await produce(topics.integrity_alerts, alert.alert_id.encode(), encode_alert(alert))
-                for outbox in outboxes.values()
-                for alert in outbox
+                await queue_alert(alert) for outbox in outboxes.values() for alert in outbox
             ]
             await asyncio.gather(*deliveries)
             stats.alerts += len(deliveries)
