@@ -131,9 +131,10 @@ def site_of(lot_id: str) -> str:
     return lot_id.split(":", 1)[0]
 
 
-def content_hash(event: LotEventBase) -> str:
-    """Digest of an event's full content, to tell a re-send from a conflicting one."""
-    return hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+def content_hash(payload: str) -> str:
+    """Digest of an event's full content (its ``model_dump_json()``), to tell a re-send
+    from a conflicting one."""
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @dataclass
@@ -238,11 +239,14 @@ class GenealogyStore:
         duplicates = 0
         conflicts: list[dict[str, Any]] = []
         refused: list[Conflict] = []
+        payloads: dict[str, str] = {}  # event id -> JSON of the fresh event
         for ev in events:
-            digest = content_hash(ev)
+            payload = ev.model_dump_json()
+            digest = content_hash(payload)
             seen = known.get(ev.envelope.event_id)
             if seen is None:
                 known[ev.envelope.event_id] = digest
+                payloads[ev.envelope.event_id] = payload
                 fresh.append(ev)
             elif seen == digest:
                 duplicates += 1
@@ -252,7 +256,7 @@ class GenealogyStore:
                     {
                         "event_id": ev.envelope.event_id,
                         "content_hash": digest,
-                        "payload": ev.model_dump_json(),
+                        "payload": payload,
                         "seen_at": now,
                     }
                 )
@@ -273,7 +277,7 @@ class GenealogyStore:
                 recorded_at=env.recorded_at.astimezone(UTC),
                 ingested_at=now,
                 content_hash=known[env.event_id],
-                payload=ev.model_dump_json(),
+                payload=payloads[env.event_id],
                 voided_by=None,
             )
             _derive(ev, rows)
@@ -371,19 +375,42 @@ class GenealogyStore:
             _insert_ignore(conn, tables.lot_links, links)
 
     def _apply_statuses(self, conn: Connection, fresh: Sequence[LotEventBase], seq: int) -> None:
-        """Current status = the status of the latest event by event time, in any arrival order."""
-        lots = tables.lots
+        """Current status = the status of the latest event by event time, in any arrival order.
+
+        Of a lot's status events in the batch the latest wins (at equal times, the later in
+        the batch), and only over a stored status no later than it: one read and one
+        multi-row update per batch, not two statements per event.
+        """
+        latest: dict[str, tuple[datetime, str]] = {}
         for ev in fresh:
-            if not isinstance(ev, LotStatusChanged):
+            if isinstance(ev, LotStatusChanged):
+                at = ev.envelope.occurred_at.astimezone(UTC)
+                seen = latest.get(ev.lot)
+                if seen is None or seen[0] <= at:
+                    latest[ev.lot] = (at, ev.status)
+        if not latest:
+            return
+        lots = tables.lots
+        current: dict[str, datetime | None] = {}
+        for chunk in _chunks(sorted(latest), 500):
+            rows = conn.execute(
+                select(lots.c.lot_id, lots.c.status_at).where(lots.c.lot_id.in_(chunk))
+            )
+            current.update({r.lot_id: r.status_at for r in rows})
+        changes = []
+        for lot, (at, status) in latest.items():
+            if lot not in current:  # no row to update (as a one-row UPDATE would find)
                 continue
-            at = ev.envelope.occurred_at.astimezone(UTC)
-            current = conn.execute(select(lots.c.status_at).where(lots.c.lot_id == ev.lot)).first()
-            if current is None or current.status_at is None or utc(current.status_at) <= at:
-                conn.execute(
-                    update(lots)
-                    .where(lots.c.lot_id == ev.lot)
-                    .values(status=ev.status, status_at=at, seq=seq)
-                )
+            stored = current[lot]
+            if stored is None or utc(stored) <= at:
+                changes.append({"b_lot": lot, "b_status": status, "b_at": at})
+        if changes:
+            conn.execute(
+                update(lots)
+                .where(lots.c.lot_id == bindparam("b_lot"))
+                .values(status=bindparam("b_status"), status_at=bindparam("b_at"), seq=seq),
+                changes,
+            )
 
     def _apply_corrections(self, conn: Connection, fresh: Sequence[LotEventBase]) -> None:
         """Void corrected events, including corrections that arrived before their target."""
