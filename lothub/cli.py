@@ -4,7 +4,7 @@
 
     lothub up [--port N]          the whole hub until Ctrl-C
     lothub demo [--check]         the hub plus the three-site simulator
-    lothub worker                 one stream worker (``lothub up`` starts it for you)
+    lothub worker [--role R]      one stream worker (``lothub up`` starts it for you)
     lothub replay-dlq [--dry-run] re-process parked raw events after a mapping fix
     lothub reconcile [--job J] [--site S] [--since D]
                                   compare the plant systems, raise or withdraw gap alerts
@@ -45,7 +45,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="verify every expected trace over HTTP, print one line, exit 0 or 1",
     )
-    sub.add_parser("worker", help="run one stream worker (normalize + store sink)")
+    worker = sub.add_parser("worker", help="run one stream worker (normalize, check, store)")
+    worker.add_argument(
+        "--role",
+        choices=["all", "process", "store"],
+        default=None,
+        help="the agents to run: all (default), or process (normalize and check) and store "
+        "(write the store) in separate processes, to use two cores; LOTHUB_WORKER_ROLE",
+    )
     conn = sub.add_parser("connectors", help="list, run, inspect or backfill connectors")
     conn_sub = conn.add_subparsers(dest="action", required=True)
     conn_sub.add_parser("list", help="the connectors of the site configuration")
@@ -89,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lothub.settings import Settings
 
     try:
-        overrides = {"api_port": args.port} if getattr(args, "port", None) is not None else {}
+        overrides: dict[str, object] = {}
+        if getattr(args, "port", None) is not None:
+            overrides["api_port"] = args.port
+        if getattr(args, "role", None) is not None:
+            overrides["worker_role"] = args.role
         settings = Settings.from_env(**overrides)
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"

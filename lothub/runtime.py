@@ -41,7 +41,7 @@ from lothub.connectors import ConnectorThreads
 from lothub.reconcile import ReconcileSchedule
 from lothub.settings import Settings
 from schemas.errors import BrokerUnavailableError, FatalError, LotHubError
-from streams.worker import HEARTBEAT_COMPONENT
+from streams.worker import WorkerRole
 from trace_api.app import create_app, problem
 from trace_api.auth import AccessControl, Permission
 
@@ -272,6 +272,7 @@ class Hub:
                 "LOTHUB_DATA_DIR": str(self.settings.data_dir),
                 "LOTHUB_SESSION_TIMEOUT_S": str(self.settings.session_timeout_s),
                 "LOTHUB_WORKER_GROUP": self.settings.worker_group,
+                "LOTHUB_WORKER_ROLE": self.settings.worker_role,
                 "LOTHUB_WORKER_STALL_TIMEOUT_S": str(self.settings.worker_stall_timeout_s),
             }
         )
@@ -335,7 +336,9 @@ class Hub:
         if self.worker is None or self.worker.poll() is not None or self.store is None:
             return False
         try:
-            beat = self.store.last_heartbeat(HEARTBEAT_COMPONENT)
+            beat = self.store.last_heartbeat(
+                WorkerRole(self.settings.worker_role).heartbeat_component
+            )
         except LotHubError:
             return False
         if beat is None:

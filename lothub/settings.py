@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,8 +52,11 @@ class Settings(BaseSettings):
     #: API keys by SHA-256 and role (TOML); unset = local mode, loopback only, full access
     api_keys_file: Path | None = None
     api_port: int = Field(default=8000, ge=0, le=65535)
-    #: consumer group of the stream worker
+    #: consumer group of the stream worker (``store`` workers use ``<group>-store``)
     worker_group: str = "lothub-streams"
+    #: which agents ``lothub worker`` runs: ``all``, or split over two kinds of process,
+    #: ``process`` (normalize and check) and ``store`` (write the store); see the README
+    worker_role: Literal["all", "process", "store"] = "all"
     #: Kafka consumer session timeout; a faust worker's first join waits this long
     session_timeout_s: float = Field(default=10.0, gt=0)
     #: a stream worker with work waiting and no progress for this long exits non-zero
@@ -155,10 +158,20 @@ class Settings(BaseSettings):
             **self._librdkafka_security(),
         }
 
+    @property
+    def worker_consumer_group(self) -> str:
+        """The consumer group (faust app id) of this worker role.
+
+        ``all`` and ``process`` workers share ``worker_group``, so a deployment that
+        splits its workers keeps where normalizing and checking had got to; ``store``
+        workers, which read other topics, have their own.
+        """
+        return f"{self.worker_group}-store" if self.worker_role == "store" else self.worker_group
+
     def faust_config(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App`` (aiokafka underneath)."""
         conf: dict[str, Any] = {
-            "id": self.worker_group,
+            "id": self.worker_consumer_group,
             "broker": f"kafka://{self._bootstrap()}",
             "store": "memory://",
             "web_enabled": False,

@@ -11,7 +11,7 @@ from lothub.runtime import ensure_topics
 from lothub.settings import Settings
 from schemas.serde import make_serde
 from streams.integrity import Thresholds
-from streams.worker import WorkerDeps, create_app, quiet_worker, tune_gc
+from streams.worker import WorkerDeps, WorkerRole, create_app, quiet_worker, tune_gc
 
 
 def worker_deps(settings: Settings, store: GenealogyStore) -> WorkerDeps:
@@ -45,7 +45,7 @@ def worker_deps(settings: Settings, store: GenealogyStore) -> WorkerDeps:
 
 
 def run_worker(settings: Settings) -> int:
-    """Build the faust app from settings and run it until SIGTERM or Ctrl-C.
+    """Build the faust app of the worker's role from settings and run it until SIGTERM or Ctrl-C.
 
     The flow map's topics are created first if missing: a broker that restarted
     without its data would otherwise auto-create them with its own defaults.
@@ -59,7 +59,7 @@ def run_worker(settings: Settings) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
-    app = create_app(settings.faust_config(), deps)
+    app = create_app(settings.faust_config(), deps, role=WorkerRole(settings.worker_role))
     tune_gc()
     quiet_worker(app, loglevel=settings.log_level).execute_from_commandline()
     return 0

@@ -38,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
 
@@ -100,6 +101,33 @@ NORMALIZE_WITHIN_S = 0.05
 CHECK_BATCH = 500
 CHECK_WITHIN_S = 0.05
 RETRY_MAX_S = 30.0
+
+
+class WorkerRole(StrEnum):
+    """Which agents a worker process runs (``lothub worker --role``).
+
+    ``all`` runs every agent. A worker's agents share one Python interpreter, so one
+    worker uses about one core however many it is given; the two other roles split the
+    agents over two kinds of process that run side by side, each kind in its own
+    consumer group:
+
+    * ``process``: ``normalize`` and ``integrity_check`` (with the state table and its
+      clock), which publish the enterprise events, facts and alerts;
+    * ``store``: ``sink`` and ``alert_sink``, which write them into the genealogy store.
+
+    Example::
+
+        create_app(settings.faust_config(), deps, role=WorkerRole.STORE)
+    """
+
+    ALL = "all"
+    PROCESS = "process"
+    STORE = "store"
+
+    @property
+    def heartbeat_component(self) -> str:
+        """The heartbeat row of this role's workers."""
+        return HEARTBEAT_COMPONENT if self is WorkerRole.ALL else f"{HEARTBEAT_COMPONENT}-{self}"
 
 
 @dataclass
@@ -540,9 +568,12 @@ def dead_letter_headers(
     ]
 
 
-def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
-    """Build the faust app with both agents and the heartbeat timer."""
+def create_app(
+    faust_config: dict[str, Any], deps: WorkerDeps, *, role: WorkerRole = WorkerRole.ALL
+) -> faust.App:
+    """Build the faust app with the agents of ``role`` and the heartbeat timer."""
     app = faust.App(**faust_config)
+    checks, stores = role is not WorkerRole.STORE, role is not WorkerRole.PROCESS
     if app.transport.Consumer is faust_aiokafka.Consumer:
         app.transport.Consumer = RewindSafeConsumer  # type: ignore[misc]  # per app, not global
     stats = WorkerStats()
@@ -555,24 +586,28 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
     raw_dlq, enterprise_dlq = declare(topics.raw_dlq), declare(topics.enterprise_dlq)
     facts_topic, alerts_topic = declare(topics.integrity_facts), declare(topics.integrity_alerts)
     # The changelog is named in the flow map and created up front, like every topic.
-    state = app.Table(
-        "integrity-state",
-        default=None,
-        partitions=INTEGRITY_STATE.partitions,
-        key_type=bytes,  # the facts record's key, as it came
-        value_type=dict,  # SubjectState.to_json(), serialized as JSON
-        # Written after a batch, outside any one event: the changelog partition comes from
-        # the key, as the facts record's did (same partitioner, same partition count).
-        use_partitioner=True,
-        changelog_topic=app.topic(
-            topics.integrity_state,
+    # Only the check agent reads and writes the state; a worker without it neither
+    # declares nor recovers it.
+    state: Any = None
+    if checks:
+        state = app.Table(
+            "integrity-state",
+            default=None,
             partitions=INTEGRITY_STATE.partitions,
-            key_serializer="raw",
-            value_serializer="json",
-            internal=True,
-            allow_empty=True,
-        ),
-    )
+            key_type=bytes,  # the facts record's key, as it came
+            value_type=dict,  # SubjectState.to_json(), serialized as JSON
+            # Written after a batch, outside any one event: the changelog partition comes from
+            # the key, as the facts record's did (same partitioner, same partition count).
+            use_partitioner=True,
+            changelog_topic=app.topic(
+                topics.integrity_state,
+                partitions=INTEGRITY_STATE.partitions,
+                key_serializer="raw",
+                value_serializer="json",
+                internal=True,
+                allow_empty=True,
+            ),
+        )
 
     async def write_state(key: bytes, value: dict[str, Any]) -> Awaitable[Any]:
         """Set a subject's state and queue it on the changelog, as faust's recovery reads it.
@@ -610,7 +645,6 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         """
         return await app.producer.send(topic, key, value, partition, None, None)
 
-    @app.agent(raw)
     async def normalize_agent(stream: Any) -> None:
         async for batch in stream.take_events(NORMALIZE_BATCH, within=NORMALIZE_WITHIN_S):
             # One facts message per partition per batch, sent straight to the producer:
@@ -645,7 +679,6 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                               encode_facts(part_facts), partition)  # fmt: skip
             stats.facts += len(facts)
 
-    @app.agent(facts_topic)
     async def integrity_check(stream: Any) -> None:
         async for batch in stream.take_events(CHECK_BATCH, within=CHECK_WITHIN_S):
             incoming: dict[bytes, list[Fact]] = {}
@@ -691,7 +724,6 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                 await write_state(key, {**changed[key], "outbox": []})
             stats.checked += count
 
-    @app.agent(alerts_topic)
     async def alert_sink(stream: Any) -> None:
         async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN_S):
             alerts: list[IntegrityAlert] = []
@@ -707,7 +739,6 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             stats.alerts_new += len(new)
             stats.alerts_stored += len(batch)
 
-    @app.agent(enterprise)
     async def sink_agent(stream: Any) -> None:
         rewind = RewindWatch(await _retry(partial(deps.store.progress, app.conf.id), stats))
         async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN_S):
@@ -744,7 +775,6 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
                     event = by_id[conflict.event_id]
                     await publish_alert(conflict_alert(event, conflict, datetime.now(UTC)))
 
-    @app.timer(deps.tick_s)
     async def clock() -> None:
         # Tables are written from the stream only: the timer sends each source and each
         # unreceived transfer on this worker's partitions a tick, which the check agent takes.
@@ -753,6 +783,14 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
         for key, value in list(state.data.items()):
             if _wants_tick(key, value):
                 await facts_topic.send(key=key, value=encode_facts([tick(key.decode(), now)]))
+
+    if checks:
+        app.agent(raw)(normalize_agent)
+        app.agent(facts_topic)(integrity_check)
+        app.timer(deps.tick_s)(clock)
+    if stores:
+        app.agent(enterprise)(sink_agent)
+        app.agent(alerts_topic)(alert_sink)
 
     watch = ProgressWatch(deps.stall_s)
 
@@ -765,7 +803,9 @@ def create_app(faust_config: dict[str, Any], deps: WorkerDeps) -> faust.App:
             lag = await _lag(app.consumer)
         stuck = watch.stalled(processed=stats.processed, lag=lag, now=time.monotonic())
         try:
-            deps.store.heartbeat(HEARTBEAT_COMPONENT, healthy=not stuck, detail=stats.as_json())
+            deps.store.heartbeat(
+                role.heartbeat_component, healthy=not stuck, detail=stats.as_json()
+            )
         except RetriableError as exc:
             log.warning("heartbeat not written: %s", exc)
         if stuck:

@@ -137,15 +137,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
-    """Start `lothub worker` children; each is stopped (and its log shown on failure) after."""
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `lothub worker [--role R]` children; each is stopped (and its log shown) after."""
     children: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
+    def start(settings: Settings, *, role: str | None = None) -> subprocess.Popen[bytes]:
         log = tmp_path / f"worker-{len(children)}.log"
         with log.open("wb") as out:
             child = subprocess.Popen(
-                [sys.executable, "-m", "lothub", "worker"],
+                [sys.executable, "-m", "lothub", "worker", *(["--role", role] if role else [])],
                 env=worker_env(settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,

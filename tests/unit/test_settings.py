@@ -84,3 +84,17 @@ def test_invalid_site_configuration(tmp_path: Path, toml: str, message: str) -> 
 def test_missing_site_configuration(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_sites(tmp_path / "nope.toml")
+
+
+def test_store_workers_have_their_own_consumer_group() -> None:
+    def group(role: str) -> str:
+        s = Settings(kafka_bootstrap="k1:9092", worker_group="hub", worker_role=role)  # type: ignore[arg-type]
+        return str(s.faust_config()["id"])
+
+    assert [group("all"), group("process"), group("store")] == ["hub", "hub", "hub-store"]
+
+
+def test_an_unknown_worker_role_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOTHUB_WORKER_ROLE", "sink")
+    with pytest.raises(ConfigurationError, match="LOTHUB_WORKER_ROLE"):
+        Settings.from_env()
