@@ -27,6 +27,8 @@ def main() -> int:
                         help="'freshness': store URL (default: a temporary SQLite file)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1,
                         help="'freshness': stream worker processes (one consumer group)")  # fmt: skip
+    parser.add_argument("--split", action="store_true",
+                        help="'freshness': --workers of role process and as many of role store")  # fmt: skip
     args = parser.parse_args()
     names = args.names or NAMES
     if "connectors" in names:
@@ -40,7 +42,8 @@ def main() -> int:
     if "streams" in names:
         streams_bench.main(events=args.events, profile=args.profile)
     if "freshness" in names:
-        streams_bench.freshness(args.rate, args.seconds, args.database_url, workers=args.workers)
+        streams_bench.freshness(args.rate, args.seconds, args.database_url,
+                                workers=args.workers, split=args.split)  # fmt: skip
     return 0
 
 

@@ -15,10 +15,12 @@ broker once; then, on that same topic and data,
 With ``--profile`` (needs ``py-spy``), the normalize-only worker is sampled and the
 functions it spends its time in are printed.
 
-Freshness (``python -m bench freshness --rate R --seconds S``): the whole path with a
-worker process and the HTTP API; source events are published at a steady R events/s
-and every 100th is polled for over HTTP (``GET /api/v1/lots/{lot}/events``) until it
-appears; p50/p99 of publish -> visible.
+Freshness (``python -m bench freshness --rate R --seconds S [--split]``): the whole path
+with worker processes (one ``all`` worker, or with ``--split`` a ``process`` and a
+``store`` worker) and the HTTP API; source events are published at a steady R events/s
+and every 100th is polled for over HTTP (``GET /api/v1/lots/{lot}/events``), each at most
+every ``POLL_EVERY_S``, until it appears; p50/p99 of publish -> visible, and the workers'
+CPU per event.
 """
 
 from __future__ import annotations
@@ -57,8 +59,11 @@ from trace_api.app import create_app
 
 #: one event in this many is polled for over HTTP (each poll is one request per sample)
 SAMPLE_EVERY = 100
-#: samples polled per round, oldest first
-POLL_AT_ONCE = 5
+#: a sample not yet visible is asked for again after this long: the resolution of the
+#: figures (they can be late by this much, never early), at a request load that leaves the
+#: machine's cores to the hub (polling every sample nonstop took ~150 requests/s, and the
+#: API answering them ran in the bench process and on the same two cores as the worker)
+POLL_EVERY_S = 0.1
 #: seconds the worker is sampled for with --profile (start-up included)
 PROFILE_S = 30
 #: faust waits this long for its first join on the embedded broker
@@ -79,10 +84,13 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _start(settings: Settings, log: Path, *, normalize_only: bool) -> subprocess.Popen[bytes]:
+def _start(
+    settings: Settings, log: Path, *, normalize_only: bool, role: str = "all"
+) -> subprocess.Popen[bytes]:
     command = ["-m", "bench.streams_bench", *([] if normalize_only else ["--with-sink"])]
+    env = {**_env(settings), "LOTHUB_WORKER_ROLE": role}
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, *command], env=_env(settings), stdout=out,
+        return subprocess.Popen([sys.executable, *command], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
 
 
@@ -96,23 +104,25 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_worker(*, with_sink: bool) -> None:
-    """Entry point of a bench worker process: the real app, without its sink unless asked.
+    """Entry point of a bench worker process: the real app of the role in its environment
+    (``LOTHUB_WORKER_ROLE``), an ``all`` worker without its sink unless asked.
 
     Its heartbeat comes every 0.2 s, so the bench sees when the last record was handled.
     """
     from lothub.worker import worker_deps
+    from streams.worker import WorkerRole, quiet_worker
     from streams.worker import create_app as create_worker_app
-    from streams.worker import quiet_worker
 
     settings = Settings.from_env()
     store = GenealogyStore.connect(settings.store_url)
     store.migrate()
     deps = dataclasses.replace(worker_deps(settings, store), heartbeat_s=0.2)
-    app = create_worker_app(settings.faust_config(), deps)
-    sinks = [name for name in app.agents if name.endswith(".sink_agent")]
-    if len(sinks) != 1:
-        raise SystemExit(f"expected one sink agent in the worker app, found {sinks}")
-    if not with_sink:
+    role = WorkerRole(settings.worker_role)
+    app = create_worker_app(settings.faust_config(), deps, role=role)
+    if role is WorkerRole.ALL and not with_sink:
+        sinks = [name for name in app.agents if name.endswith(".sink_agent")]
+        if len(sinks) != 1:
+            raise SystemExit(f"expected one sink agent in the worker app, found {sinks}")
         del app.agents[sinks[0]]
     tune_gc()
     quiet_worker(app, loglevel="WARNING").execute_from_commandline()
@@ -335,11 +345,14 @@ def _create(settings: Settings, topic: str) -> None:
         future.result(timeout=30)
 
 
-def freshness(rate: int, seconds: int, database_url: str | None, *, workers: int = 1) -> None:
+def freshness(
+    rate: int, seconds: int, database_url: str | None, *, workers: int = 1, split: bool = False
+) -> None:
     """Print p50/p99 from publishing a source event to seeing it over HTTP.
 
     ``workers`` stream worker processes share the partitions (one consumer group, as
-    ``deploy/`` runs them); every one has joined before the measured load starts.
+    ``deploy/`` runs them); with ``split``, ``workers`` of the ``process`` role and as many
+    of the ``store`` role. Every one has joined before the measured load starts.
     """
     sites = load_sites(demo_sites_path())
     count = rate * seconds
@@ -354,8 +367,9 @@ def freshness(rate: int, seconds: int, database_url: str | None, *, workers: int
         ensure_topics(settings)
         store = GenealogyStore.connect(url)
         store.migrate()
-        processes = [_start(settings, folder / f"worker{i}.log", normalize_only=False)
-                     for i in range(workers)]  # fmt: skip
+        roles = ["process", "store"] * workers if split else ["all"] * workers
+        processes = [_start(settings, folder / f"worker{i}.log", normalize_only=False, role=role)
+                     for i, role in enumerate(roles)]  # fmt: skip
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(store), port=port, log_level="warning",
                                                lifespan="off"))  # fmt: skip
@@ -373,15 +387,18 @@ def freshness(rate: int, seconds: int, database_url: str | None, *, workers: int
                     if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
                         raise SystemExit("the workers did not store the warm-up events")
                     time.sleep(0.1)
-                time.sleep(2 * SESSION_TIMEOUT_S if workers > 1 else 0)
+                time.sleep(2 * SESSION_TIMEOUT_S if len(processes) > 1 else 0)
+            cpu_before = sum(_cpu_s(p.pid) for p in processes)
             try:
                 latencies, sent_rate = _measure_freshness(publisher, events, rate, port, sites)
             except SystemExit as exc:
-                logs = "\n".join(line for i in range(workers)
+                logs = "\n".join(line for i in range(len(processes))
                                   for line in (folder / f"worker{i}.log").read_text().splitlines()
                                   if "[ERROR]" in line or "[CRITICAL]" in line)  # fmt: skip
                 raise SystemExit(f"{exc}; {store.event_count():,} of {stored + len(events):,} "
                                  f"events stored; worker errors:\n{logs[:3000]}") from exc  # fmt: skip
+            # every sample seen means the workers are (nearly) done: their CPU per event
+            worker_cpu_s = sum(_cpu_s(p.pid) for p in processes) - cpu_before
         finally:
             server.should_exit = True
             api.join(timeout=10)
@@ -393,9 +410,14 @@ def freshness(rate: int, seconds: int, database_url: str | None, *, workers: int
     print(
         f"freshness: {count:,} events at {sent_rate:,.0f} events/s for {seconds} s, "
         f"{len(latencies)} sampled over HTTP ({'PostgreSQL' if database_url else 'SQLite'}, "
-        f"{workers} worker{'s' if workers > 1 else ''})"
+        + (
+            f"{workers} process + {workers} store worker{'s' if workers > 1 else ''})"
+            if split
+            else f"{workers} worker{'s' if workers > 1 else ''})"
+        )
     )
     print(f"  publish -> visible in the API: p50 {p50:.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s")  # fmt: skip
+    print(f"  worker CPU: {1000 * worker_cpu_s / count:.2f} ms per event")
 
 
 def _measure_freshness(
@@ -407,19 +429,26 @@ def _measure_freshness(
     latencies: list[float] = []
 
     def poll() -> None:
+        due: dict[str, float] = {}  # event id -> when it is asked for next
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             while not (done.is_set() and (not samples or time.monotonic() > give_up[0])):
-                with lock:  # the oldest few: polling them all would compete with the worker
-                    todo = list(samples.items())[:POLL_AT_ONCE]
+                now = time.perf_counter()
+                with lock:
+                    todo = [(e, s) for e, s in samples.items() if due.get(e, 0.0) <= now]
                 for event_id, (lot, published) in todo:
+                    requests[0] += 1
                     items = client.get(f"/api/v1/lots/{lot}/events", params={"limit": 500}).json()
                     if any(i["event_id"] == event_id for i in items.get("items", [])):
                         latencies.append(time.perf_counter() - published)
+                        due.pop(event_id, None)
                         with lock:
                             del samples[event_id]
+                    else:
+                        due[event_id] = time.perf_counter() + POLL_EVERY_S
                 time.sleep(0.01)
 
     give_up = [float("inf")]
+    requests = [0]
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     lots = [normalize(e, sites).lots()[0] for e in events]
@@ -439,6 +468,7 @@ def _measure_freshness(
     poller.join(timeout=120)
     if samples:
         raise SystemExit(f"{len(samples)} sampled events never appeared in the API")
+    print(f"  {requests[0]:,} API requests polled for the samples")
     return latencies, sent_rate
 
 
