@@ -21,6 +21,10 @@ directly.
 A timer writes a heartbeat to the store, which is how readiness learns the worker
 is alive without the API ever touching Kafka.
 
+A worker runs every agent, or (:class:`WorkerRole`) only those that publish
+(``normalize``, ``integrity_check``) or only those that write the store (``sink``,
+``alert_sink``), so the two halves can run in separate processes, on separate cores.
+
 Example::
 
     app = create_app(settings.faust_config(), WorkerDeps(...))
