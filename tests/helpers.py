@@ -215,3 +215,14 @@ def clean_pass_alerts(
     for subject in [s for s in states if s.startswith("source:")]:
         take(subject, [tick(subject, later)], later)
     return {alert_key(a) for a in opened.values() if a.state is AlertState.OPEN}
+
+
+def integrity_env(th: Thresholds, *, tick_s: float) -> dict[str, str]:
+    """The environment that gives a ``lothub worker`` child the integrity limits ``th``."""
+    return {
+        "LOTHUB_INTEGRITY_DENSE_SOURCES": ",".join(sorted(th.dense_sources)),
+        "LOTHUB_INTEGRITY_SEQUENCE_GAP_S": str(th.sequence_gap_after.total_seconds()),
+        "LOTHUB_INTEGRITY_TICK_S": str(tick_s),
+        "LOTHUB_INTEGRITY_LATE_HORIZON_S": str(th.late_horizon.total_seconds()),
+        "LOTHUB_INTEGRITY_TRANSFER_SLA_H": str(th.transfer_sla.total_seconds() / 3600),
+    }

@@ -48,6 +48,7 @@ from tests.helpers import (
     alert_history,
     clean_pass_alerts,
     duplicated,
+    integrity_env,
     normalized,
     open_alert_keys,
     snapshot_tables,
@@ -92,13 +93,9 @@ def test_worker_killed_at_random_points_stores_every_event_once(
     tmp_path: Path,
 ) -> None:
     for name, value in {
-        "LOTHUB_INTEGRITY_DENSE_SOURCES": ",".join(sorted(DENSE_SOURCES)),
-        "LOTHUB_INTEGRITY_SEQUENCE_GAP_S": str(GAP_S),
-        "LOTHUB_INTEGRITY_TICK_S": str(TICK_S),
+        **integrity_env(THRESHOLDS, tick_s=TICK_S),
         # a worker that stops making progress exits (non-zero) soon instead of hanging
         "LOTHUB_WORKER_STALL_TIMEOUT_S": str(STALL_S),
-        "LOTHUB_INTEGRITY_LATE_HORIZON_S": str(THRESHOLDS.late_horizon.total_seconds()),
-        "LOTHUB_INTEGRITY_TRANSFER_SLA_H": str(THRESHOLDS.transfer_sla.total_seconds() / 3600),
     }.items():
         monkeypatch.setenv(name, value)  # the worker children read them
     seed = int(os.environ.get("LOTHUB_TEST_SEED", time.time_ns() % 1_000_000))

@@ -29,8 +29,14 @@ from schemas.serde import make_serde
 from schemas.sites import SitesConfig
 from streams.worker import WorkerRole
 from tests.conftest import wait_for
-from tests.helpers import clean_pass_alerts, normalized, open_alert_keys, snapshot_tables
-from tests.integration.test_worker_kill import COMPARED_TABLES, DENSE_SOURCES, THRESHOLDS
+from tests.helpers import (
+    clean_pass_alerts,
+    integrity_env,
+    normalized,
+    open_alert_keys,
+    snapshot_tables,
+)
+from tests.integration.test_worker_kill import COMPARED_TABLES, THRESHOLDS
 
 EVENTS = 2_000
 #: a short grace, so the gaps of the receipts never sent open soon after the last event
@@ -52,13 +58,7 @@ def test_a_process_and_a_store_worker_together_do_what_one_worker_does(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    for name, value in {
-        "LOTHUB_INTEGRITY_DENSE_SOURCES": ",".join(sorted(DENSE_SOURCES)),
-        "LOTHUB_INTEGRITY_SEQUENCE_GAP_S": str(GAP_S),
-        "LOTHUB_INTEGRITY_TICK_S": "2",
-        "LOTHUB_INTEGRITY_LATE_HORIZON_S": str(CHECKS.late_horizon.total_seconds()),
-        "LOTHUB_INTEGRITY_TRANSFER_SLA_H": str(CHECKS.transfer_sla.total_seconds() / 3600),
-    }.items():
+    for name, value in integrity_env(CHECKS, tick_s=2).items():
         monkeypatch.setenv(name, value)  # the worker children read them
     settings = settings_factory(kafka_bootstrap=broker, session_timeout_s=2.0,
                                 database_url=f"sqlite:///{tmp_path / 'hub.db'}")  # fmt: skip
